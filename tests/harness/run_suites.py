@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Run every test suite of the bundle, one after another, and print one summary.
+
+Suites are discovered, not listed: lint, the app's pytest suite (when `app/pyproject.toml`
+exists), `molecule test` for every `roles/*/molecule/<scenario>`, and every stack scenario
+under `tests/stack/*/molecule.yml`-style directories that `tests/stack/run.sh` knows.
+
+A suite that writes a JUnit file (pytest, testinfra through molecule) contributes its test
+counts; any other suite counts as one test. The last line reads `tests: N passed, M failed`.
+The exit status is non-zero when anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "tests" / ".results"
+VENV_BIN = ROOT / ".venv" / "bin"
+
+
+@dataclass
+class Suite:
+    name: str
+    argv: list[str]
+    cwd: Path = ROOT
+    junit: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    suite: Suite
+    returncode: int
+    seconds: float
+    passed: int
+    failed: int
+    skipped: int
+
+
+def lint_suites() -> list[Suite]:
+    return [
+        Suite("lint: yamllint", [str(VENV_BIN / "yamllint"), "--strict", "."]),
+        Suite("lint: ansible-lint", [str(VENV_BIN / "ansible-lint"), "--strict"]),
+        Suite("lint: ruff check", [str(VENV_BIN / "ruff"), "check", "."]),
+        Suite("lint: ruff format", [str(VENV_BIN / "ruff"), "format", "--check", "."]),
+    ]
+
+
+def app_suites() -> list[Suite]:
+    runner = ROOT / "tests" / "harness" / "run-app-tests.sh"
+    if not (ROOT / "app" / "pyproject.toml").exists() or not runner.exists():
+        return []
+    junit = RESULTS / "app.xml"
+    return [Suite("app: pytest", [str(runner), f"--junitxml={junit}"], junit=junit)]
+
+
+def molecule_suites(only: set[str]) -> list[Suite]:
+    suites = []
+    for scenario in sorted(ROOT.glob("roles/*/molecule/*/molecule.yml")):
+        role_dir = scenario.parents[2]
+        name = scenario.parent.name
+        if only and role_dir.name not in only:
+            continue
+        junit = RESULTS / f"molecule-{role_dir.name}-{name}.xml"
+        suites.append(
+            Suite(
+                f"molecule: {role_dir.name}/{name}",
+                [str(VENV_BIN / "molecule"), "test", "-s", name],
+                cwd=role_dir,
+                junit=junit,
+                env={"KIMH_JUNIT_FILE": str(junit)},
+            )
+        )
+    return suites
+
+
+def stack_suites() -> list[Suite]:
+    runner = ROOT / "tests" / "stack" / "run.sh"
+    if not runner.exists():
+        return []
+    junit = RESULTS / "stack.xml"
+    return [Suite("stack: scenarios", [str(runner), str(junit)], junit=junit)]
+
+
+def count_junit(path: Path) -> tuple[int, int, int]:
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    total = failed = skipped = 0
+    for s in suites:
+        total += int(s.get("tests", 0))
+        failed += int(s.get("failures", 0)) + int(s.get("errors", 0))
+        skipped += int(s.get("skipped", 0))
+    return total - failed - skipped, failed, skipped
+
+
+def run(suite: Suite) -> Outcome:
+    print(f"\n===== {suite.name} =====", flush=True)
+    if suite.junit and suite.junit.exists():
+        suite.junit.unlink()
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **suite.env}
+    start = time.monotonic()
+    rc = subprocess.call(suite.argv, cwd=suite.cwd, env=env)  # noqa: S603
+    seconds = time.monotonic() - start
+    passed, failed, skipped = (1, 0, 0) if rc == 0 else (0, 1, 0)
+    if suite.junit is not None:
+        if suite.junit.exists():
+            passed, failed, skipped = count_junit(suite.junit)
+            if rc != 0 and failed == 0:
+                failed = 1  # the suite failed outside its tests (converge, idempotence, ...)
+        elif rc == 0:
+            # a pytest-backed suite that wrote no results ran no test: that is a failure
+            print(f"{suite.name}: no test results were written", file=sys.stderr)
+            passed, failed = 0, 1
+    return Outcome(suite, rc, seconds, passed, failed, skipped)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=["lint", "app", "roles", "stack"], action="append")
+    parser.add_argument("--role", action="append", default=[], help="limit molecule to a role")
+    args = parser.parse_args()
+    groups = set(args.only or ["lint", "app", "roles", "stack"])
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suites: list[Suite] = []
+    if "lint" in groups:
+        suites += lint_suites()
+    if "app" in groups:
+        suites += app_suites()
+    if "roles" in groups:
+        suites += molecule_suites(set(args.role))
+    if "stack" in groups:
+        suites += stack_suites()
+
+    outcomes = [run(s) for s in suites]
+
+    print("\n===== summary =====")
+    for o in outcomes:
+        status = "ok" if o.returncode == 0 and o.failed == 0 else "FAILED"
+        skipped = f", {o.skipped} skipped" if o.skipped else ""
+        print(
+            f"{status:6} {o.suite.name:40} {o.seconds:7.1f} s  "
+            f"{o.passed} passed, {o.failed} failed{skipped}"
+        )
+    passed = sum(o.passed for o in outcomes)
+    failed = sum(o.failed for o in outcomes)
+    skipped = sum(o.skipped for o in outcomes)
+    tail = f", {skipped} skipped" if skipped else ""
+    print(f"tests: {passed} passed, {failed} failed{tail}")
+    if not outcomes or passed == 0:
+        print("no test ran", file=sys.stderr)
+        return 1
+    return 1 if failed or any(o.returncode for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,8 @@ VENV := .venv
 HARNESS := tests/harness
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# The exact base image tag (a hash of its recipe) for molecule and the local deploy.
+export KIMH_BASE_IMAGE ?= $(shell $(HARNESS)/base-image/build.sh --print-tag)
 
 .PHONY: help setup venv docker image deploy test lint test-app test-roles test-stack lock clean-local
 

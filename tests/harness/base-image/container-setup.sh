@@ -26,3 +26,7 @@ rm -f /var/lib/dbus/machine-id
 echo 'APT::Install-Recommends "false";' >/etc/apt/apt.conf.d/90-no-recommends
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /tmp/* /var/tmp/*
+# The image ships no package lists: make them look stale so that `apt: update_cache: true,
+# cache_valid_time: N` refreshes them instead of trusting the empty list.
+rm -f /var/lib/apt/periodic/update-success-stamp
+touch -d '2000-01-01 00:00:00' /var/lib/apt/lists

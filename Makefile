@@ -9,13 +9,13 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # The exact base image tag (a hash of its recipe) for molecule and the local deploy.
 export KIMH_BASE_IMAGE ?= $(shell $(HARNESS)/base-image/build.sh --print-tag)
 
-.PHONY: help setup venv docker image deploy test lint test-app test-roles test-stack lock clean-local
+.PHONY: help setup venv docker image deploy test lint test-unit test-app test-roles test-stack lock clean-local
 
 help:
 	@echo "make deploy   deploy the whole stack into the local all-in-one container"
 	@echo "make test     run every test: lint, app, molecule per role, stack scenarios"
 	@echo "make setup    only install the toolchain, the Docker engine and the base image"
-	@echo "make lint | test-app | test-roles [ROLE=redis] | test-stack"
+	@echo "make lint | test-unit | test-app | test-roles [ROLE=redis] | test-stack"
 
 setup: venv docker image
 
@@ -36,6 +36,9 @@ test: setup
 
 lint: venv
 	@python3 $(HARNESS)/run_suites.py --only lint
+
+test-unit: venv
+	@python3 $(HARNESS)/run_suites.py --only unit
 
 test-app: venv
 	@python3 $(HARNESS)/run_suites.py --only app

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Run every test suite of the bundle, one after another, and print one summary.
 
-Suites are discovered, not listed: lint, the app's pytest suite (when `app/pyproject.toml`
-exists), `molecule test` for every `roles/*/molecule/<scenario>`, and every stack scenario
-under `tests/stack/*/molecule.yml`-style directories that `tests/stack/run.sh` knows.
+Suites are discovered, not listed: lint, the controller-side tests in `tests/unit`, the
+app's pytest suite (when `app/pyproject.toml` exists), `molecule test` for every
+`roles/*/molecule/<scenario>`, and the stack scenarios behind `tests/stack/run.sh`.
 
 A suite that writes a JUnit file (pytest, testinfra through molecule) contributes its test
 counts; any other suite counts as one test. The last line reads `tests: N passed, M failed`.
@@ -52,6 +52,12 @@ def lint_suites() -> list[Suite]:
         Suite("lint: ruff check", [str(VENV_BIN / "ruff"), "check", "."]),
         Suite("lint: ruff format", [str(VENV_BIN / "ruff"), "format", "--check", "."]),
     ]
+
+
+def unit_suites() -> list[Suite]:
+    junit = RESULTS / "unit.xml"
+    argv = [str(VENV_BIN / "pytest"), "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+    return [Suite("unit: controller-side tests", [*argv, "tests/unit"], junit=junit)]
 
 
 def app_suites() -> list[Suite]:
@@ -108,7 +114,14 @@ def run(suite: Suite) -> Outcome:
     print(f"\n===== {suite.name} =====", flush=True)
     if suite.junit and suite.junit.exists():
         suite.junit.unlink()
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **suite.env}
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "NO_COLOR": "1",
+        "ANSIBLE_NOCOLOR": "1",
+        "PY_COLORS": "0",
+        **suite.env,
+    }
     start = time.monotonic()
     rc = subprocess.call(suite.argv, cwd=suite.cwd, env=env)
     seconds = time.monotonic() - start
@@ -127,15 +140,19 @@ def run(suite: Suite) -> Outcome:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["lint", "app", "roles", "stack"], action="append")
+    parser.add_argument(
+        "--only", choices=["lint", "unit", "app", "roles", "stack"], action="append"
+    )
     parser.add_argument("--role", action="append", default=[], help="limit molecule to a role")
     args = parser.parse_args()
-    groups = set(args.only or ["lint", "app", "roles", "stack"])
+    groups = set(args.only or ["lint", "unit", "app", "roles", "stack"])
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     suites: list[Suite] = []
     if "lint" in groups:
         suites += lint_suites()
+    if "unit" in groups:
+        suites += unit_suites()
     if "app" in groups:
         suites += app_suites()
     if "roles" in groups:

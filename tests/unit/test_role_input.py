@@ -1,0 +1,91 @@
+"""Bad role input fails at the start of the play, with a message that names the variable.
+
+Each case applies one role to the controller in check mode with a vars file; validation
+must stop the play before its first real task, so nothing is ever installed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+GOOD = {
+    "redis": {"redis_app_password": "a-test-password-0123456789"},
+}
+
+# (role, variables layered over the good ones (None removes one), text the failure must show)
+CASES = [
+    ("redis", {"redis_app_password": None}, "redis_app_password"),
+    ("redis", {"redis_app_password": ""}, "redis_app_password must not be empty"),
+    ("redis", {"redis_port": 70000}, "redis_port must be between 1 and 65535"),
+    ("redis", {"redis_port": "six"}, "redis_port"),
+    ("redis", {"redis_auth_mode": "plain"}, "redis_auth_mode"),
+    ("redis", {"redis_bind": []}, "redis_bind must name at least one address"),
+    ("redis", {"redis_passwrod": "x"}, "Unknown redis role variable(s): redis_passwrod"),
+    ("redis", {"redis_app_user": "bad user"}, "redis_app_user may hold only"),
+]
+
+
+def run_role(tmp_path: Path, role: str, variables: dict) -> subprocess.CompletedProcess:
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text(json.dumps(variables))
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        f"- hosts: localhost\n  connection: local\n  gather_facts: false\n"
+        f"  roles:\n    - role: {role}\n"
+    )
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCALHOST_WARNING": "false",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
+    }
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "--check", "-e", f"@{vars_file}", str(playbook)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+        timeout=120,
+    )
+
+
+def layered(role: str, change: dict) -> dict:
+    merged = {**GOOD[role], **change}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+@pytest.mark.parametrize(("role", "change", "message"), CASES)
+def test_bad_input_fails_first_and_names_the_variable(tmp_path, role, change, message):
+    result = run_role(tmp_path, role, layered(role, change))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert message in output, output
+    # Validation comes first: no task after it may have run.
+    assert "changed=0" in output, output
+    assert f"{role} : Install" not in output, output
+
+
+def test_bad_input_never_echoes_a_password(tmp_path):
+    secret = "a-test-password-0123456789"
+    result = run_role(tmp_path, "redis", layered("redis", {"redis_port": 0}))
+    assert result.returncode != 0
+    assert secret not in result.stdout + result.stderr
+
+
+def test_good_input_passes_validation(tmp_path):
+    result = run_role(tmp_path, "redis", GOOD["redis"])
+    output = result.stdout + result.stderr
+    start = output.index("TASK [redis : Refuse unknown redis_* variables")
+    end = output.index("TASK [", start + 1)
+    assert "ok: [localhost]" in output[start:end], output

@@ -4,7 +4,10 @@
 # Usage: ensure-venv.sh VENV_DIR REQUIREMENTS_FILE [extra pip args...]
 set -euo pipefail
 venv=$1; reqs=$2; shift 2
-python=${KIMH_PYTHON:-python3}
+# The interpreter to build from, resolved before the venv (which may be first on PATH) is
+# removed: a venv's python3 is a symlink to its base interpreter.
+python=$(readlink -f "$(command -v "${KIMH_PYTHON:-python3}")")
+case "$python" in "$(readlink -f "$venv" 2>/dev/null || echo "$venv")"/*) python=/usr/bin/python3 ;; esac
 
 stamp_of() { { sha256sum "$reqs" "$@"; "$python" -V; } | sha256sum | cut -c1-16; }
 want=$(stamp_of "$@" 2>/dev/null || stamp_of)

@@ -19,6 +19,7 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 GOOD = {
     "redis": {"redis_app_password": "a-test-password-0123456789"},
+    "imap_demo": {"imap_demo_users": [{"name": "demo", "password": "a-test-password-0123456789"}]},
 }
 
 # (role, variables layered over the good ones (None removes one), text the failure must show)
@@ -31,6 +32,16 @@ CASES = [
     ("redis", {"redis_bind": []}, "redis_bind must name at least one address"),
     ("redis", {"redis_passwrod": "x"}, "Unknown redis role variable(s): redis_passwrod"),
     ("redis", {"redis_app_user": "bad user"}, "redis_app_user may hold only"),
+    ("imap_demo", {"imap_demo_users": None}, "imap_demo_users"),
+    ("imap_demo", {"imap_demo_users": []}, "imap_demo_users must list at least one user"),
+    ("imap_demo", {"imap_demo_users": [{"name": "demo"}]}, "password"),
+    (
+        "imap_demo",
+        {"imap_demo_users": [{"name": "a b", "password": "x"}]},
+        "every name may hold only",
+    ),
+    ("imap_demo", {"imap_demo_imaps_port": 143}, "must differ"),
+    ("imap_demo", {"imap_demo_mesages_per_user": 3}, "imap_demo_mesages_per_user"),
 ]
 
 

@@ -307,3 +307,32 @@ def test_cipher_cache_unwraps_once(runtime: Runtime, mailbox: Mailbox) -> None:
     runtime.sync.sync_account(mailbox.account_id)
     runtime.sync.sync_account(mailbox.account_id)
     assert len(calls) == 1
+
+
+def test_fast_fetch_parser_matches_imapclient(runtime: Runtime, mailbox: Mailbox) -> None:
+    from imapclient.response_parser import parse_fetch_response
+    from mailhelper import imap
+
+    for i in range(3):
+        mailbox.append(message(i, 800), flags=(b"\\Seen", b"$Custom") if i else ())
+    with mailbox.imap() as c:
+        c.normalise_times = False
+        c.select_folder("INBOX", readonly=True)
+        tag = c._imap._command(
+            "UID", "FETCH", "1:*", "(BODY.PEEK[] FLAGS INTERNALDATE RFC822.SIZE)"
+        )
+        typ, data = c._imap._command_complete("FETCH", tag)
+        typ, data = c._imap._untagged_response(typ, data, "FETCH")
+    fast = imap.parse_body_fetch(data)
+    slow = parse_fetch_response(data, False, True)
+    assert fast is not None
+    assert set(fast) == set(slow) == {1, 2, 3}
+    for uid, entry in fast.items():
+        for key in (b"BODY[]", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"):
+            assert entry[key] == slow[uid][key]
+    # shapes it does not know are left to the general parser
+    assert imap.parse_body_fetch([b"1 FETCH (UID 1 FLAGS ())"]) is None
+    assert imap.parse_body_fetch([(b"1 FETCH (UID 1 BODY[] {3}", b"ab"), b")"]) is None
+    assert imap.parse_body_fetch([(b"1 FETCH (FLAGS () BODY[] {2}", b"ab"), b")"]) is None
+    bad_date = [(b'1 FETCH (UID 1 INTERNALDATE "garbage" BODY[] {2}', b"ab"), b")"]
+    assert imap.parse_body_fetch(bad_date) is None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import re
 import socket
 import ssl
 from collections.abc import Iterator
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.datetime_util import parse_to_datetime
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout, seq_to_parenstr_upper
 from imapclient.response_parser import parse_fetch_response
@@ -119,4 +121,56 @@ def uid_fetch(
     typ, data = imap._command_complete("FETCH", tag)
     client._checkok("fetch", typ, data)
     typ, data = imap._untagged_response(typ, data, "FETCH")
+    if b"BODY.PEEK[]" in items:
+        fast = parse_body_fetch(data)
+        if fast is not None:
+            return fast
     return parse_fetch_response(data, client.normalise_times, True)
+
+
+_BODY_LITERAL = re.compile(rb"BODY\[\] \{(\d+)\}$")
+_UID = re.compile(rb"[( ]UID (\d+)")
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
+_DATE = re.compile(rb'INTERNALDATE "([^"]+)"')
+
+
+def parse_body_fetch(data: list[Any]) -> dict[int, dict[bytes, Any]] | None:
+    """Fast parser for responses to FETCH (BODY.PEEK[] FLAGS INTERNALDATE RFC822.SIZE).
+
+    IMAPClient's general parser tokenizes every response in Python and was the largest
+    client-side cost of a cold sync. These responses have a fixed shape: one literal (the
+    message) per FETCH line. Anything else returns None and the caller falls back to the
+    general parser, so unusual servers still work.
+    """
+    out: dict[int, dict[bytes, Any]] = {}
+    i, n = 0, len(data)
+    while i < n:
+        item = data[i]
+        if not isinstance(item, tuple) or len(item) != 2:
+            return None
+        head, body = item
+        tail = data[i + 1] if i + 1 < n and isinstance(data[i + 1], bytes) else b""
+        i += 2 if tail else 1
+        match = _BODY_LITERAL.search(head)
+        if match is None or int(match.group(1)) != len(body) or b"{" in tail:
+            return None
+        meta = head[: match.start()] + b" " + tail
+        uid = _UID.search(meta)
+        if uid is None:
+            return None
+        entry: dict[bytes, Any] = {b"BODY[]": body}
+        size = _SIZE.search(meta)
+        if size is not None:
+            entry[b"RFC822.SIZE"] = int(size.group(1))
+        flags = _FLAGS.search(meta)
+        if flags is not None:
+            entry[b"FLAGS"] = tuple(flags.group(1).split())
+        date = _DATE.search(meta)
+        if date is not None:
+            try:
+                entry[b"INTERNALDATE"] = parse_to_datetime(date.group(1), normalise=False)
+            except ValueError:
+                return None
+        out[int(uid.group(1))] = entry
+    return out

@@ -336,3 +336,35 @@ def test_fast_fetch_parser_matches_imapclient(runtime: Runtime, mailbox: Mailbox
     assert imap.parse_body_fetch([(b"1 FETCH (FLAGS () BODY[] {2}", b"ab"), b")"]) is None
     bad_date = [(b'1 FETCH (UID 1 INTERNALDATE "garbage" BODY[] {2}', b"ab"), b")"]
     assert imap.parse_body_fetch(bad_date) is None
+
+
+def test_a_message_the_client_cannot_read_does_not_stop_the_folder(
+    runtime: Runtime, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A response IMAPClient cannot parse cannot be produced with Dovecot: simulated."""
+    from imapclient.exceptions import ProtocolError
+    from mailhelper import imap
+
+    uids = [mailbox.append(message(i, 900)) for i in range(5)]
+    poisoned = uids[2]
+    real_fetch = imap.uid_fetch
+
+    def flaky(client, uid_set, items, modifiers=None):
+        if b"BODY.PEEK[]" in items and str(poisoned) in uid_set.replace(":", ",").split(","):
+            raise ProtocolError("unparseable response")
+        if b"BODY.PEEK[]" in items and ":" in uid_set:
+            lo, hi = (int(x) for x in uid_set.split(":"))
+            if lo <= poisoned <= hi:
+                raise ProtocolError("unparseable response")
+        return real_fetch(client, uid_set, items, modifiers)
+
+    monkeypatch.setattr(imap, "uid_fetch", flaky)
+    result = runtime.sync.sync_account(mailbox.account_id)
+    inbox = next(f for f in result.folders if f.name == "INBOX")
+    assert (inbox.new, inbox.skipped) == (4, 1)
+    assert set(stored(runtime, mailbox.account_id)) == {("INBOX", u) for u in uids if u != poisoned}
+    # the folder moved on: later mail still arrives
+    monkeypatch.setattr(imap, "uid_fetch", real_fetch)
+    later = mailbox.append(message(9))
+    assert runtime.sync.sync_account(mailbox.account_id).new == 1
+    assert ("INBOX", later) in stored(runtime, mailbox.account_id)

@@ -299,3 +299,20 @@ def test_metrics_in_gunicorn_multiprocess_mode(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     resp = app.test_client().get("/metrics")
     assert resp.status_code == 200
+
+
+def test_wsgi_entry_point_builds_the_app_from_the_environment(
+    base_env: dict[str, str], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import sys
+
+    for key, value in {**base_env, "DATABASE_URL": sqlite_url}.items():
+        monkeypatch.setenv(key, value)
+    sys.modules.pop("mailhelper.wsgi", None)
+    wsgi = importlib.import_module("mailhelper.wsgi")
+    try:
+        assert wsgi.app.test_client().get("/health").status_code == 200
+    finally:
+        wsgi.app.extensions["mailhelper"].close()
+        sys.modules.pop("mailhelper.wsgi", None)

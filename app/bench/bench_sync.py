@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import secrets
 import sys
@@ -150,10 +151,13 @@ def main() -> int:
         warm = time.perf_counter() - warm_t
 
         sampler = RssSampler()
+        load_before = os.getloadavg()[0]
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         with sampler:
             cold = rt.sync.sync_account(account_id)
         cold_s = time.perf_counter() - t0
+        cold_cpu = time.process_time() - cpu0
         nochange = []
         for _ in range(5):
             t0 = time.perf_counter()
@@ -181,6 +185,8 @@ def main() -> int:
             "cold_s": round(cold_s, 3),
             "cold_msgs_per_s": round(cold.new / cold_s, 1),
             "cold_mb_per_s": round(total_bytes / cold_s / 1e6, 1),
+            "cold_client_cpu_ms_per_msg": round(cold_cpu * 1000 / max(cold.new, 1), 3),
+            "load_avg_1min_before": round(load_before, 2),
             "nochange_s_best": round(min(nochange), 4),
             "nochange_s_median": round(sorted(nochange)[2], 4),
             "flag_change_sync_s": round(flag_s, 4),

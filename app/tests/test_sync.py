@@ -69,7 +69,22 @@ def test_delta_fetches_only_new_uids_and_is_idempotent(
     assert second.new == 0
     assert all(f.unchanged for f in second.folders)
     uid = box.append(message(10))
-    third = rt.sync.sync_account(box.account_id)
+    from mailhelper import imap
+
+    requested: list[str] = []
+    real_fetch = imap.uid_fetch
+
+    def recording(client, uid_set, items, modifiers=None):
+        if b"BODY.PEEK[]" in items:
+            requested.append(uid_set)
+        return real_fetch(client, uid_set, items, modifiers)
+
+    imap.uid_fetch = recording
+    try:
+        third = rt.sync.sync_account(box.account_id)
+    finally:
+        imap.uid_fetch = real_fetch
+    assert requested == [str(uid)]  # only the message above the last seen UID
     assert third.new == 1
     rows = stored(rt, box.account_id)
     assert set(rows) == {("INBOX", 1), ("INBOX", 2), ("INBOX", 3), ("INBOX", uid)}

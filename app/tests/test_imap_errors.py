@@ -189,3 +189,24 @@ def test_sync_records_transient_errors_without_disabling(
     with runtime.sessions() as s:
         row = s.scalar(select(MailAccount).where(MailAccount.id == acc.id))
         assert (row.sync_enabled, row.last_error_kind) == (True, "transient")
+
+
+def test_connections_do_not_trace_protocol_data(
+    dovecot: DovecotServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mail content and passwords never reach the log, even at DEBUG level."""
+    import logging
+
+    user, pw = dovecot.add_user()
+    caplog.set_level(logging.DEBUG)
+    client = connect(
+        ImapSettings("localhost", dovecot.imap_port, "starttls", user, pw),
+        ca_file=str(dovecot.ca_file),
+        timeout=5,
+    )
+    try:
+        assert client._imap.debug == 0
+        client.select_folder("INBOX")
+    finally:
+        client.logout()
+    assert pw not in caplog.text

@@ -77,6 +77,11 @@ def connect(settings: ImapSettings, *, ca_file: str | None, timeout: float) -> I
             timeout=sock_timeout,
             use_uid=True,
         )
+        # IMAPClient sets imaplib's debug level to 5 and routes it to a logger: imaplib
+        # then formats the repr of every response, whole message bodies included, even
+        # with the logger off. That was about half the client CPU of a sync, and with
+        # DEBUG logging on it would write mail content and credentials to the log.
+        client._imap.debug = 0
         try:
             if settings.tls_mode == "starttls":
                 if not client.has_capability("STARTTLS"):

@@ -39,6 +39,7 @@ def test_no_configuration_gives_sqlite_and_local_key_in_xdg_dir(tmp_path: Path) 
         ({"MAILHELPER_IMAP_TIMEOUT": "soon"}, "MAILHELPER_IMAP_TIMEOUT"),
         ({"MAILHELPER_IMAP_TIMEOUT": "-1"}, "MAILHELPER_IMAP_TIMEOUT"),
         ({"MAILHELPER_IMAP_CA_FILE": "/nonexistent/ca.pem"}, "MAILHELPER_IMAP_CA_FILE"),
+        ({"MAILHELPER_REGISTRATION": "maybe"}, "MAILHELPER_REGISTRATION"),
     ],
 )
 def test_bad_development_config_names_the_variable(
@@ -82,6 +83,7 @@ def test_production_settings_defaults(tmp_path: Path) -> None:
     assert s.production
     assert s.key_provider == "vault"
     assert s.secret_key == ""  # filled in from Vault KV at start
+    assert not s.registration_open  # operators create users with the CLI
     assert s.vault.role_id_file == Path(PROD["CREDENTIALS_DIRECTORY"]) / "vault-role-id"
     assert s.vault.transit_mount == "transit"
     assert s.vault.kv_mount == "kv"

@@ -316,3 +316,19 @@ def test_wsgi_entry_point_builds_the_app_from_the_environment(
     finally:
         wsgi.app.extensions["mailhelper"].close()
         sys.modules.pop("mailhelper.wsgi", None)
+
+
+def test_registration_can_be_closed(base_env: dict[str, str], sqlite_url: str) -> None:
+    rt = build_runtime(
+        load_settings({**base_env, "DATABASE_URL": sqlite_url, "MAILHELPER_REGISTRATION": "closed"})
+    )
+    try:
+        c = create_app(rt).test_client()
+        assert c.get("/register").status_code == 403
+        resp = c.post(
+            "/api/v1/auth/register", json={"email": "a@example.org", "password": "x" * 12}
+        )
+        assert resp.status_code == 403
+        assert "closed" in resp.json["detail"]
+    finally:
+        rt.close()

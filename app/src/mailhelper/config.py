@@ -57,6 +57,7 @@ class Settings:
     sync_batch_bytes: int = 8 * 1024 * 1024
     sync_lock_timeout: float = 600.0
     data_key_cache_seconds: float = 300.0
+    registration_open: bool = True
 
     @property
     def production(self) -> bool:
@@ -200,6 +201,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not production and not secret_key:
         secret_key = _dev_secret_key(data_dir)
 
+    registration = _choice(
+        env, "MAILHELPER_REGISTRATION", ("open", "closed"), "closed" if production else "open"
+    )
+
     return Settings(
         env=mode,
         data_dir=data_dir,
@@ -216,6 +221,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sync_batch_bytes=int(_number(env, "MAILHELPER_SYNC_BATCH_BYTES", 8 * 1024 * 1024)),
         sync_lock_timeout=_number(env, "MAILHELPER_SYNC_LOCK_TIMEOUT", 600.0),
         data_key_cache_seconds=_number(env, "MAILHELPER_DATA_KEY_CACHE_SECONDS", 300.0),
+        registration_open=registration == "open",
     )
 
 

@@ -22,7 +22,14 @@ from mailhelper.errors import NotFoundError, ValidationError
 from mailhelper.mailbox import get_message, list_messages, raw_bytes, read_message
 from mailhelper.models import JobRun, MailAccount
 from mailhelper.users import authenticate, create_user, issue_token, revoke_token
-from mailhelper.web.auth import _start_session, check_csrf, csrf_token, db, runtime
+from mailhelper.web.auth import (
+    _start_session,
+    check_csrf,
+    csrf_token,
+    db,
+    registration_allowed,
+    runtime,
+)
 from mailhelper.web.messages import page_args
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -68,6 +75,7 @@ def owned(account_id: int) -> MailAccount:
 
 @bp.post("/auth/register")
 def register() -> Any:
+    registration_allowed()
     data = body()
     user = create_user(
         db(), runtime().ciphers, str(data.get("email", "")), str(data.get("password", ""))

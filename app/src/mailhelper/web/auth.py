@@ -110,8 +110,14 @@ def home() -> Any:
     return redirect(url_for("accounts.index" if g.user else "auth.login"))
 
 
+def registration_allowed() -> None:
+    if not runtime().settings.registration_open:
+        abort(403, description="registration is closed; ask the operator for an account")
+
+
 @bp.route("/register", methods=["GET", "POST"])
 def register() -> Any:
+    registration_allowed()
     if request.method == "POST":
         check_csrf(request.form.get("csrf_token"))
         try:

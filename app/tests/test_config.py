@@ -115,3 +115,39 @@ def test_url_helpers_insert_passwords() -> None:
     )
     assert redis_url_with_password("redis://app@r:6379/0", "a:b") == "redis://app:a%3Ab@r:6379/0"
     assert redis_url_with_password("redis://r/1", "pw") == "redis://:pw@r/1"
+
+
+def test_config_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    conf = tmp_path / "mailhelper.conf"
+    conf.write_text(
+        "# written by the mail_app role\n\n"
+        'DATABASE_URL="sqlite:///from-file.db"\n'
+        "MAILHELPER_IMAP_TIMEOUT = 12\n"
+        "MAILHELPER_REGISTRATION='closed'\n"
+    )
+    env = {"HOME": str(tmp_path), "MAILHELPER_CONFIG_FILE": str(conf)}
+    s = load_settings(env)
+    assert s.database_url == "sqlite:///from-file.db"
+    assert s.imap_timeout == 12
+    assert not s.registration_open
+    assert load_settings({**env, "MAILHELPER_IMAP_TIMEOUT": "5"}).imap_timeout == 5
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("NOT_A_SETTING=1\n", "unknown setting NOT_A_SETTING"), ("just words\n", ":1: expected")],
+)
+def test_bad_config_file_names_file_and_line(tmp_path: Path, content: str, message: str) -> None:
+    conf = tmp_path / "c"
+    conf.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"HOME": str(tmp_path), "MAILHELPER_CONFIG_FILE": str(conf)})
+    with pytest.raises(ConfigError, match="MAILHELPER_CONFIG_FILE"):
+        load_settings({"HOME": str(tmp_path), "MAILHELPER_CONFIG_FILE": str(tmp_path / "none")})
+
+
+def test_config_file_cannot_smuggle_secrets_into_production(tmp_path: Path) -> None:
+    conf = tmp_path / "c"
+    conf.write_text("SECRET_KEY=abc\n")
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load_settings({"HOME": str(tmp_path), **PROD, "MAILHELPER_CONFIG_FILE": str(conf)})

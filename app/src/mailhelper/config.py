@@ -131,13 +131,72 @@ def _dev_secret_key(data_dir: Path) -> str:
     return value
 
 
+KNOWN_VARIABLES = frozenset(
+    {
+        "MAILHELPER_ENV",
+        "MAILHELPER_DATA_DIR",
+        "DATABASE_URL",
+        "MAILHELPER_MIGRATOR_DATABASE_URL",
+        "REDIS_URL",
+        "SECRET_KEY",
+        "MAILHELPER_KEY_PROVIDER",
+        "MAILHELPER_LOCAL_KEY_FILE",
+        "VAULT_ADDR",
+        "VAULT_CACERT",
+        "MAILHELPER_VAULT_ROLE_ID_FILE",
+        "MAILHELPER_VAULT_SECRET_ID_FILE",
+        "MAILHELPER_VAULT_TRANSIT_MOUNT",
+        "MAILHELPER_VAULT_TRANSIT_KEY",
+        "MAILHELPER_VAULT_APPROLE_MOUNT",
+        "MAILHELPER_VAULT_KV_MOUNT",
+        "MAILHELPER_VAULT_KV_PREFIX",
+        "MAILHELPER_VAULT_TIMEOUT",
+        "MAILHELPER_IMAP_CA_FILE",
+        "MAILHELPER_IMAP_TIMEOUT",
+        "MAILHELPER_SYNC_BATCH_MESSAGES",
+        "MAILHELPER_SYNC_BATCH_BYTES",
+        "MAILHELPER_SYNC_LOCK_TIMEOUT",
+        "MAILHELPER_DATA_KEY_CACHE_SECONDS",
+        "MAILHELPER_REGISTRATION",
+    }
+)
+
+
+def read_config_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (# comments, optional quotes). Unknown keys are an error."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"MAILHELPER_CONFIG_FILE {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError(f"MAILHELPER_CONFIG_FILE {path}:{number}: expected KEY=VALUE")
+        if key not in KNOWN_VARIABLES:
+            raise ConfigError(f"MAILHELPER_CONFIG_FILE {path}:{number}: unknown setting {key}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the configuration. Raises ConfigError naming the bad variable.
+
+    Sources: the settings file named by MAILHELPER_CONFIG_FILE (if any), overridden by the
+    environment.
 
     In production the passwords and the Flask secret key are *not* filled in here: call
     `mailhelper.vault.resolve_production_secrets` (done by `mailhelper.runtime`).
     """
     env = os.environ if env is None else env
+    if env.get("MAILHELPER_CONFIG_FILE"):
+        env = {**read_config_file(Path(env["MAILHELPER_CONFIG_FILE"])), **env}
     mode = _choice(env, "MAILHELPER_ENV", ENVIRONMENTS, "development")
     production = mode == "production"
     data_dir = Path(env["MAILHELPER_DATA_DIR"]) if env.get("MAILHELPER_DATA_DIR") else None

@@ -383,3 +383,29 @@ def test_a_message_the_client_cannot_read_does_not_stop_the_folder(
     later = mailbox.append(message(9))
     assert runtime.sync.sync_account(mailbox.account_id).new == 1
     assert ("INBOX", later) in stored(runtime, mailbox.account_id)
+
+
+def test_folder_row_created_concurrently_is_reused(
+    any_runtime: Runtime, dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes on SQLite (no advisory lock) may both try to create a folder row:
+    the loser of the race sees the unique constraint fire and reuses the winner's row."""
+    from mailhelper.sync import MailSyncService
+
+    rt = any_runtime
+    box = make_mailbox(rt, dovecot)
+    with rt.sessions() as winner, rt.sessions() as loser:
+        real_scalar = loser.scalar
+        calls = []
+
+        def racing_scalar(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:  # the loser looked before the winner committed
+                MailSyncService._folder_row(winner, box.account_id, "Shared")
+                return None
+            return real_scalar(*args, **kwargs)
+
+        monkeypatch.setattr(loser, "scalar", racing_scalar)
+        got = MailSyncService._folder_row(loser, box.account_id, "Shared")
+        ids = winner.scalars(select(Folder.id).where(Folder.name == "Shared")).all()
+        assert ids == [got.id]

@@ -9,7 +9,7 @@ cd "$root"
 
 # Debian server packages. Their postinst must not start system-wide daemons: the fixtures
 # run their own instances. A policy-rc.d we add is removed again; one that exists is kept.
-pkgs=(postgresql-15 dovecot-imapd redis-server)
+pkgs=(postgresql-15 dovecot-imapd)
 need=0
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need=1

@@ -22,6 +22,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailhelper import imap, metrics
@@ -295,7 +296,13 @@ class MailSyncService:
         if folder is None:
             folder = Folder(account_id=account_id, name=name, last_seen_uid=0, message_count=0)
             session.add(folder)
-            session.commit()
+            try:
+                session.commit()
+            except IntegrityError:  # another process created it first (SQLite: no lock)
+                session.rollback()
+                folder = session.scalars(
+                    select(Folder).where(Folder.account_id == account_id, Folder.name == name)
+                ).one()
         return folder
 
 

@@ -409,3 +409,12 @@ def test_folder_row_created_concurrently_is_reused(
         got = MailSyncService._folder_row(loser, box.account_id, "Shared")
         ids = winner.scalars(select(Folder.id).where(Folder.name == "Shared")).all()
         assert ids == [got.id]
+
+
+def test_folder_names_with_spaces_and_non_ascii(runtime: Runtime, mailbox: Mailbox) -> None:
+    names = ["Sent Items", "Entwürfe", 'Quote"d']
+    for i, name in enumerate(names):
+        mailbox.append(message(i), folder=name)
+    result = runtime.sync.sync_account(mailbox.account_id)
+    assert {f.name: f.new for f in result.folders if f.name != "INBOX"} == dict.fromkeys(names, 1)
+    assert runtime.sync.sync_account(mailbox.account_id).new == 0

@@ -418,3 +418,37 @@ def test_folder_names_with_spaces_and_non_ascii(runtime: Runtime, mailbox: Mailb
     result = runtime.sync.sync_account(mailbox.account_id)
     assert {f.name: f.new for f in result.folders if f.name != "INBOX"} == dict.fromkeys(names, 1)
     assert runtime.sync.sync_account(mailbox.account_id).new == 0
+
+
+def test_sync_busy_when_another_process_holds_the_account(
+    runtime: Runtime, mailbox: Mailbox
+) -> None:
+    from mailhelper.errors import SyncBusyError, TransientSyncError
+    from mailhelper.locks import account_lock
+    from sqlalchemy import text
+
+    runtime.sync.settings = runtime.settings.with_overrides(sync_lock_timeout=0.3)
+    with runtime.engine.connect() as other:  # as another worker process would
+        other.execute(
+            text("SELECT pg_advisory_lock(:ns, :id)"), {"ns": 0x6D68, "id": mailbox.account_id}
+        )
+        with pytest.raises(SyncBusyError) as info:
+            runtime.sync.sync_account(mailbox.account_id)
+        assert isinstance(info.value, TransientSyncError)
+        other.execute(text("SELECT pg_advisory_unlock_all()"))
+    # the in-process lock gives up the same way
+    with account_lock(runtime.engine, mailbox.account_id, 1.0):
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def contender() -> None:
+            try:
+                runtime.sync.sync_account(mailbox.account_id)
+            except BaseException as exc:
+                errors.append(exc)
+            done.set()
+
+        threading.Thread(target=contender).start()
+        assert done.wait(10)
+    assert isinstance(errors[0], SyncBusyError)
+    assert runtime.sync.sync_account(mailbox.account_id).account_id == mailbox.account_id

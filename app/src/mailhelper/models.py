@@ -47,6 +47,8 @@ class User(Base):
     key_id: Mapped[str] = mapped_column(String(64), unique=True)
     wrapped_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     accounts: Mapped[list[MailAccount]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import secrets
@@ -18,6 +19,8 @@ from mailhelper.models import ApiToken, User, utcnow
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 MIN_PASSWORD = 10
+FREE_FAILURES = 5
+MAX_LOCK_SECONDS = 15 * 60
 # scrypt, N=2^15, r=8, p=1 (about 32 MiB and tens of milliseconds per hash)
 PASSWORD_METHOD = "scrypt:32768:8:1"  # noqa: S105 - a KDF name, not a password
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16), method=PASSWORD_METHOD)
@@ -53,8 +56,24 @@ def create_user(session: Session, ciphers: CipherFactory, email: str, password: 
     return user
 
 
+def _aware(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; they are stored in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def lock_seconds(failures: int) -> float:
+    """No lock for the first failures, then 30 s doubling per failure up to 15 minutes."""
+    if failures < FREE_FAILURES:
+        return 0.0
+    return float(min(MAX_LOCK_SECONDS, 30 * 2 ** (failures - FREE_FAILURES)))
+
+
 def authenticate(session: Session, email: str, password: str) -> User | None:
-    """The user when the password matches; constant work whether or not the user exists."""
+    """The user when the password matches; constant work whether or not the user exists.
+
+    Repeated failures lock the user's password login for a growing time; while locked the
+    right password is refused too (the answer looks the same, so it reveals nothing).
+    """
     try:
         email = normalize_email(email)
     except ValidationError:
@@ -63,7 +82,20 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
         return None
-    return user if check_password_hash(user.password_hash, password) else None
+    ok = check_password_hash(user.password_hash, password)
+    now = utcnow()
+    if user.locked_until is not None and _aware(user.locked_until) > now:
+        return None
+    if ok:
+        if user.failed_logins:
+            user.failed_logins, user.locked_until = 0, None
+            session.commit()
+        return user
+    user.failed_logins = (user.failed_logins or 0) + 1
+    seconds = lock_seconds(user.failed_logins)
+    user.locked_until = now + dt.timedelta(seconds=seconds) if seconds else None
+    session.commit()
+    return None
 
 
 def get_user_by_email(session: Session, email: str) -> User:

@@ -1,0 +1,309 @@
+"""Configuration from environment variables and files.
+
+Development (the default) needs no configuration at all: SQLite and a local key file in a
+per-user data directory. Production (`MAILHELPER_ENV=production`) refuses development-only
+sources: secrets come from Vault KV after an AppRole login, never from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from mailhelper.errors import ConfigError
+
+ENVIRONMENTS = ("development", "production")
+KEY_PROVIDERS = ("local", "vault")
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """Where Vault is and which mounts and names the app uses (defaults = vault role)."""
+
+    addr: str | None = None
+    cacert: str | None = None
+    role_id_file: Path | None = None
+    secret_id_file: Path | None = None
+    transit_mount: str = "transit"
+    transit_key: str = "mailhelper"
+    approle_mount: str = "approle"
+    kv_mount: str = "kv"
+    kv_prefix: str = "mailhelper"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app needs to start, resolved and validated."""
+
+    env: str = "development"
+    data_dir: Path = field(default_factory=lambda: Path("."))
+    database_url: str = ""
+    migrator_database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: str = ""
+    key_provider: str = "local"
+    local_key_file: Path | None = None
+    vault: VaultSettings = field(default_factory=VaultSettings)
+    imap_ca_file: str | None = None
+    imap_timeout: float = 30.0
+    sync_batch_messages: int = 250
+    sync_batch_bytes: int = 8 * 1024 * 1024
+    sync_lock_timeout: float = 600.0
+    data_key_cache_seconds: float = 300.0
+    registration_open: bool = True
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """Per-user data directory (XDG) used by the embedded default."""
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".local/share")
+    return Path(base) / "mailhelper"
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= minimum:
+        raise ConfigError(f"{name} must be greater than {minimum:g}, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _check_db_url(name: str, value: str, *, production: bool) -> URL:
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigError(f"{name} is not a valid database URL") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(f"{name} must be a sqlite:// or postgresql:// URL")
+    if production:
+        if url.get_backend_name() != "postgresql":
+            raise ConfigError(f"{name} must point to PostgreSQL in production")
+        if url.password:
+            raise ConfigError(
+                f"{name} must not carry a password in production; "
+                "the app reads it from Vault KV after AppRole login"
+            )
+    return url
+
+
+def _credential_file(env: Mapping[str, str], override: str, name: str) -> Path | None:
+    if env.get(override):
+        return Path(env[override])
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    return Path(creds) / name if creds else None
+
+
+def _dev_secret_key(data_dir: Path) -> str:
+    """A random secret key kept in the data directory so sessions survive restarts."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+KNOWN_VARIABLES = frozenset(
+    {
+        "MAILHELPER_ENV",
+        "MAILHELPER_DATA_DIR",
+        "DATABASE_URL",
+        "MAILHELPER_MIGRATOR_DATABASE_URL",
+        "REDIS_URL",
+        "SECRET_KEY",
+        "MAILHELPER_KEY_PROVIDER",
+        "MAILHELPER_LOCAL_KEY_FILE",
+        "VAULT_ADDR",
+        "VAULT_CACERT",
+        "MAILHELPER_VAULT_ROLE_ID_FILE",
+        "MAILHELPER_VAULT_SECRET_ID_FILE",
+        "MAILHELPER_VAULT_TRANSIT_MOUNT",
+        "MAILHELPER_VAULT_TRANSIT_KEY",
+        "MAILHELPER_VAULT_APPROLE_MOUNT",
+        "MAILHELPER_VAULT_KV_MOUNT",
+        "MAILHELPER_VAULT_KV_PREFIX",
+        "MAILHELPER_VAULT_TIMEOUT",
+        "MAILHELPER_IMAP_CA_FILE",
+        "MAILHELPER_IMAP_TIMEOUT",
+        "MAILHELPER_SYNC_BATCH_MESSAGES",
+        "MAILHELPER_SYNC_BATCH_BYTES",
+        "MAILHELPER_SYNC_LOCK_TIMEOUT",
+        "MAILHELPER_DATA_KEY_CACHE_SECONDS",
+        "MAILHELPER_REGISTRATION",
+    }
+)
+
+
+def read_config_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (# comments, optional quotes). Unknown keys are an error."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"MAILHELPER_CONFIG_FILE {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError(f"MAILHELPER_CONFIG_FILE {path}:{number}: expected KEY=VALUE")
+        if key not in KNOWN_VARIABLES:
+            raise ConfigError(f"MAILHELPER_CONFIG_FILE {path}:{number}: unknown setting {key}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration. Raises ConfigError naming the bad variable.
+
+    Sources: the settings file named by MAILHELPER_CONFIG_FILE (if any), overridden by the
+    environment.
+
+    In production the passwords and the Flask secret key are *not* filled in here: call
+    `mailhelper.vault.resolve_production_secrets` (done by `mailhelper.runtime`).
+    """
+    env = os.environ if env is None else env
+    if env.get("MAILHELPER_CONFIG_FILE"):
+        env = {**read_config_file(Path(env["MAILHELPER_CONFIG_FILE"])), **env}
+    mode = _choice(env, "MAILHELPER_ENV", ENVIRONMENTS, "development")
+    production = mode == "production"
+    data_dir = Path(env["MAILHELPER_DATA_DIR"]) if env.get("MAILHELPER_DATA_DIR") else None
+    if data_dir is None:
+        data_dir = default_data_dir(env)
+
+    database_url = env.get("DATABASE_URL", "")
+    if not database_url:
+        if production:
+            raise ConfigError("DATABASE_URL is required in production (postgresql://...)")
+        database_url = f"sqlite:///{data_dir / 'mailhelper.db'}"
+    _check_db_url("DATABASE_URL", database_url, production=production)
+    migrator = env.get("MAILHELPER_MIGRATOR_DATABASE_URL") or None
+    if migrator:
+        _check_db_url("MAILHELPER_MIGRATOR_DATABASE_URL", migrator, production=production)
+
+    redis_url = env.get("REDIS_URL") or None
+    if redis_url:
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if production and make_url_password(redis_url):
+            raise ConfigError("REDIS_URL must not carry a password in production")
+
+    secret_key = env.get("SECRET_KEY", "")
+    if production and secret_key:
+        raise ConfigError("SECRET_KEY is for development only; production reads it from Vault KV")
+
+    provider = _choice(
+        env, "MAILHELPER_KEY_PROVIDER", KEY_PROVIDERS, "vault" if production else "local"
+    )
+    if production and provider == "local":
+        raise ConfigError(
+            "MAILHELPER_KEY_PROVIDER=local (local key file) is for development only; "
+            "production must use Vault Transit"
+        )
+    local_key = env.get("MAILHELPER_LOCAL_KEY_FILE")
+    vault = VaultSettings(
+        addr=env.get("VAULT_ADDR") or None,
+        cacert=env.get("VAULT_CACERT") or None,
+        role_id_file=_credential_file(env, "MAILHELPER_VAULT_ROLE_ID_FILE", "vault-role-id"),
+        secret_id_file=_credential_file(env, "MAILHELPER_VAULT_SECRET_ID_FILE", "vault-secret-id"),
+        transit_mount=env.get("MAILHELPER_VAULT_TRANSIT_MOUNT") or "transit",
+        transit_key=env.get("MAILHELPER_VAULT_TRANSIT_KEY") or "mailhelper",
+        approle_mount=env.get("MAILHELPER_VAULT_APPROLE_MOUNT") or "approle",
+        kv_mount=env.get("MAILHELPER_VAULT_KV_MOUNT") or "kv",
+        kv_prefix=env.get("MAILHELPER_VAULT_KV_PREFIX") or "mailhelper",
+        timeout=_number(env, "MAILHELPER_VAULT_TIMEOUT", 10.0),
+    )
+    if (provider == "vault" or production) and not vault.addr:
+        raise ConfigError("VAULT_ADDR is required when the key provider is vault")
+    if production and (vault.role_id_file is None or vault.secret_id_file is None):
+        raise ConfigError(
+            "CREDENTIALS_DIRECTORY (or MAILHELPER_VAULT_ROLE_ID_FILE and "
+            "MAILHELPER_VAULT_SECRET_ID_FILE) must name the AppRole credential files"
+        )
+
+    imap_ca = env.get("MAILHELPER_IMAP_CA_FILE") or None
+    if imap_ca and not Path(imap_ca).is_file():
+        raise ConfigError(f"MAILHELPER_IMAP_CA_FILE names a missing file: {imap_ca}")
+
+    if not production and not secret_key:
+        secret_key = _dev_secret_key(data_dir)
+
+    registration = _choice(
+        env, "MAILHELPER_REGISTRATION", ("open", "closed"), "closed" if production else "open"
+    )
+
+    return Settings(
+        env=mode,
+        data_dir=data_dir,
+        database_url=database_url,
+        migrator_database_url=migrator,
+        redis_url=redis_url,
+        secret_key=secret_key,
+        key_provider=provider,
+        local_key_file=Path(local_key) if local_key else data_dir / "master.key",
+        vault=vault,
+        imap_ca_file=imap_ca,
+        imap_timeout=_number(env, "MAILHELPER_IMAP_TIMEOUT", 30.0),
+        sync_batch_messages=int(_number(env, "MAILHELPER_SYNC_BATCH_MESSAGES", 250, minimum=0)),
+        sync_batch_bytes=int(_number(env, "MAILHELPER_SYNC_BATCH_BYTES", 8 * 1024 * 1024)),
+        sync_lock_timeout=_number(env, "MAILHELPER_SYNC_LOCK_TIMEOUT", 600.0),
+        data_key_cache_seconds=_number(env, "MAILHELPER_DATA_KEY_CACHE_SECONDS", 300.0),
+        registration_open=registration == "open",
+    )
+
+
+def make_url_password(url: str) -> str | None:
+    """The password part of a redis:// style URL, or None."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).password
+
+
+def url_with_password(url: str, password: str) -> str:
+    """Insert a password into a database URL without logging it anywhere."""
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
+
+
+def redis_url_with_password(url: str, password: str) -> str:
+    """Insert a password into a redis URL (keeps an ACL user name when present)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = quote(parts.username, safe="") if parts.username else ""
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,59 @@
+"""Wires settings, Vault, database, key provider, ciphers and the sync service together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailhelper.config import Settings, load_settings
+from mailhelper.crypto import CipherFactory
+from mailhelper.db import make_engine, make_sessionmaker
+from mailhelper.keys import KeyProvider, build_key_provider
+from mailhelper.sync import MailSyncService
+from mailhelper.vault import VaultSession, resolve_production_secrets
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    keys: KeyProvider
+    ciphers: CipherFactory
+    sync: MailSyncService
+
+    def check_database(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def resolve_settings(settings: Settings | None = None, *, migrator: bool = False) -> Settings:
+    """Settings with production secrets filled in from Vault KV."""
+    settings = settings or load_settings()
+    if settings.production:
+        settings = resolve_production_secrets(
+            settings, VaultSession(settings.vault), migrator=migrator
+        )
+    return settings
+
+
+def build_runtime(settings: Settings | None = None) -> Runtime:
+    settings = resolve_settings(settings)
+    session = VaultSession(settings.vault) if settings.key_provider == "vault" else None
+    keys = build_key_provider(settings, session)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    ciphers = CipherFactory(keys, cache_seconds=settings.data_key_cache_seconds)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        keys=keys,
+        ciphers=ciphers,
+        sync=MailSyncService(sessions, ciphers, settings),
+    )

@@ -1,0 +1,138 @@
+"""Vault/OpenBao access: AppRole login from credential files, KV v2 reads.
+
+The role_id and secret_id come from files (systemd `LoadCredential=`), never from the
+environment or the command line. The token lives only in process memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+
+from mailhelper.config import (
+    Settings,
+    VaultSettings,
+    redis_url_with_password,
+    url_with_password,
+)
+from mailhelper.errors import ConfigError, KeyProviderError
+
+
+def _read_credential(path: Path | None, what: str) -> str:
+    if path is None:
+        raise ConfigError(
+            f"no {what} file: set CREDENTIALS_DIRECTORY or MAILHELPER_VAULT_"
+            f"{what.upper().replace('-', '_')}_FILE"
+        )
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the Vault {what} file {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"the Vault {what} file {path} is empty")
+    return value
+
+
+class VaultSession:
+    """An hvac client logged in with AppRole; re-logs in when the token expires."""
+
+    def __init__(self, settings: VaultSettings, *, token: str | None = None) -> None:
+        if not settings.addr:
+            raise ConfigError("VAULT_ADDR is required when the key provider is vault")
+        self.settings = settings
+        self._lock = threading.Lock()
+        verify: bool | str = settings.cacert or True
+        self.client = hvac.Client(url=settings.addr, verify=verify, timeout=settings.timeout)
+        self._static_token = token
+        if token:
+            self.client.token = token
+
+    def login(self) -> None:
+        if self._static_token:
+            return
+        role_id = _read_credential(self.settings.role_id_file, "role-id")
+        secret_id = _read_credential(self.settings.secret_id_file, "secret-id")
+        try:
+            self.client.auth.approle.login(
+                role_id=role_id,
+                secret_id=secret_id,
+                mount_point=self.settings.approle_mount,
+            )
+        except hvac.exceptions.InvalidRequest as exc:
+            raise KeyProviderError(f"Vault AppRole login refused: {exc}") from None
+        except (requests.RequestException, hvac.exceptions.VaultError) as exc:
+            raise KeyProviderError(f"Vault AppRole login failed: {type(exc).__name__}") from None
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an hvac call, logging in first and once more on a 403 (expired token)."""
+        for attempt in range(2):
+            with self._lock:
+                if not self.client.token:
+                    self.login()
+            try:
+                return fn(*args, **kwargs)
+            except hvac.exceptions.Forbidden:
+                if attempt or self._static_token:
+                    raise
+                with self._lock:
+                    self.client.token = None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def kv_read(self, name: str) -> dict[str, str]:
+        path = f"{self.settings.kv_prefix}/{name}"
+        try:
+            resp = self.call(
+                self.client.secrets.kv.v2.read_secret_version,
+                path=path,
+                mount_point=self.settings.kv_mount,
+                raise_on_deleted_version=True,
+            )
+        except hvac.exceptions.InvalidPath:
+            raise ConfigError(
+                f"Vault KV secret {self.settings.kv_mount}/{path} does not exist"
+            ) from None
+        except (requests.RequestException, hvac.exceptions.VaultError) as exc:
+            raise KeyProviderError(
+                f"cannot read Vault KV {self.settings.kv_mount}/{path}: {type(exc).__name__}"
+            ) from None
+        return dict(resp["data"]["data"])
+
+    def kv_field(self, name: str, key: str) -> str:
+        data = self.kv_read(name)
+        value = data.get(key)
+        if not value:
+            raise ConfigError(
+                f"Vault KV secret {self.settings.kv_mount}/{self.settings.kv_prefix}/{name} "
+                f"has no field {key!r}"
+            )
+        return str(value)
+
+
+def resolve_production_secrets(
+    settings: Settings, session: VaultSession, *, migrator: bool = False
+) -> Settings:
+    """Fill the passwords and the Flask secret key in from Vault KV (production only)."""
+    if not settings.production:
+        return settings
+    pg_field = "migrator_password" if migrator else "app_password"
+    base_url = settings.database_url
+    if migrator:
+        if not settings.migrator_database_url:
+            raise ConfigError(
+                "MAILHELPER_MIGRATOR_DATABASE_URL is required for `mailhelper db upgrade` "
+                "in production"
+            )
+        base_url = settings.migrator_database_url
+    database_url = url_with_password(base_url, session.kv_field("postgresql", pg_field))
+    redis_url = settings.redis_url
+    if redis_url:
+        redis_url = redis_url_with_password(redis_url, session.kv_field("redis", "app_password"))
+    secret_key = session.kv_field("flask", "secret_key")
+    return settings.with_overrides(
+        database_url=database_url, redis_url=redis_url, secret_key=secret_key
+    )

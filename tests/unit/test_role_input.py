@@ -53,15 +53,25 @@ def run_role(tmp_path: Path, role: str, variables: dict) -> subprocess.Completed
         f"- hosts: localhost\n  connection: local\n  gather_facts: false\n"
         f"  roles:\n    - role: {role}\n"
     )
-    env = {
-        **os.environ,
+    # No project ansible.cfg and an inventory of just localhost: the local inventory's
+    # group_vars must not fill in what a case leaves out.
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
+    env |= {
         "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_LOCALHOST_WARNING": "false",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
     }
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "--check", "-e", f"@{vars_file}", str(playbook)],
+        [
+            str(ANSIBLE_PLAYBOOK),
+            "-i",
+            "localhost,",
+            "--check",
+            "-e",
+            f"@{vars_file}",
+            str(playbook),
+        ],
         capture_output=True,
         text=True,
         env=env,

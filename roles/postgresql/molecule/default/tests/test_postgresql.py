@@ -78,9 +78,9 @@ def test_listens_only_on_loopback(host):
         ("password_encryption", "scram-sha-256"),
         ("ssl", "on"),
         ("ssl_min_protocol_version", "TLSv1.2"),
-        ("max_connections", "100"),
+        ("max_connections", "120"),  # side_effect.yml changed it (restart)
         ("shared_buffers", "128MB"),
-        ("work_mem", "8MB"),
+        ("work_mem", "16MB"),  # side_effect.yml changed it (reload)
         ("log_connections", "on"),
         ("log_min_duration_statement", "500ms"),
     ],

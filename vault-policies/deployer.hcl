@@ -35,13 +35,10 @@ path "sys/policies/acl/mailhelper-*" {
   capabilities = ["create", "read", "update"]
 }
 
-# The Transit key: create it, read its settings, keep its configuration.
+# The Transit key: create it and read its settings. No access to keys/mailhelper/config:
+# it could make the key exportable, which can never be undone.
 path "transit/keys/mailhelper" {
   capabilities = ["create", "read", "update"]
-}
-
-path "transit/keys/mailhelper/config" {
-  capabilities = ["update"]
 }
 
 # The bundle's AppRoles: define them, read role_ids, issue secret_ids.

@@ -307,6 +307,28 @@ def test_audit_log_records_requests_without_secret_values(host, deployer):
     assert "hmac-sha256:" in content
 
 
+def test_first_run_used_root_and_later_runs_the_deployer(host):
+    content = host.run("cat /var/log/openbao/audit.log").stdout
+    reads = [
+        e
+        for e in map(json.loads, filter(str.strip, content.splitlines()))
+        if e["type"] == "request"
+        and e["request"]["path"] == "sys/mounts"
+        and e["request"]["operation"] == "read"
+    ]
+    assert len(reads) >= 2, "converge and idempotence should each have listed the mounts"
+    assert reads[0]["auth"]["policies"] == ["root"]
+    for entry in reads[1:]:
+        assert entry["auth"]["policies"] == ["default", "mailhelper-deployer"]
+
+
+def test_audit_log_is_rotated(host):
+    conf = host.file(f"/etc/logrotate.d/{SERVICE}")
+    assert conf.exists
+    assert "/var/log/openbao/audit.log" in conf.content_string
+    assert "create 0600 openbao openbao" in conf.content_string
+
+
 def test_secrets_not_in_journal_or_process_list(host, init_data, deployer_creds):
     journal = host.run("journalctl --no-pager -o cat").stdout
     assert journal

@@ -13,6 +13,7 @@ The exit status is non-zero when anything failed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "tests" / ".results"
 VENV_BIN = ROOT / ".venv" / "bin"
+# Container names are global to the Docker engine: tag them with the checkout, so that two
+# clones (CI beside a developer's tree) can run the same scenario at once.
+CHECKOUT_TAG = hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
 
 
 @dataclass
@@ -84,7 +88,7 @@ def molecule_suites(only: set[str]) -> list[Suite]:
                 junit=junit,
                 env={
                     "KIMH_JUNIT_FILE": str(junit),
-                    "KIMH_INSTANCE": f"kimh-{role_dir.name}-{name}",
+                    "KIMH_INSTANCE": f"kimh-{role_dir.name}-{name}-{CHECKOUT_TAG}",
                 },
             )
         )

@@ -43,7 +43,7 @@ def parse_target(url: str) -> TargetURL:
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "password" and value:
             found.append(value)
-    rest = urlunsplit(("", parts.netloc, parts.path, parts.query, parts.fragment))
+    rest = url.split(":", 1)[1]  # "//user@host/db?..." (urlunsplit would drop an empty //)
     libpq = "postgresql:" + rest
     display = _masked(parts)
     secrets: set[str] = set()

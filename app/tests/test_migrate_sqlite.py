@@ -138,6 +138,7 @@ def test_migration_keeps_every_row_as_the_app_reads_it(
         assert t["status"] == "ok"
         assert t["checksum_source"] == t["checksum_target"]
         assert t["rows_source"] == t["rows_target"] == doc["copied_rows"][t["table"]]
+        assert t["checksum_source_from"] == "copy stream"
     assert tables["messages"]["rows"] > 3000
     assert tables["job_runs"]["rows"] > 1500
     assert not no_app_config.exists()  # no key file or secret was created: no key provider
@@ -169,12 +170,19 @@ def test_verify_only_finds_a_corrupted_row(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert migrate("--source", source, "--target", empty_pg) == 0
+    first = tmp_path / "first.json"
+    assert migrate("--source", source, "--target", empty_pg, "--report", first) == 0
     report = tmp_path / "verify.json"
     assert (
         migrate("--source", source, "--target", empty_pg, "--verify-only", "--report", report) == 0
     )
-    assert report_of(report)["copied_rows"] == {}
+    doc = report_of(report)
+    assert doc["copied_rows"] == {}
+    assert {t["checksum_source_from"] for t in doc["tables"]} == {"re-read"}
+    # the re-read source gives the digests the copy stream gave
+    assert [t["checksum_source"] for t in doc["tables"]] == [
+        t["checksum_source"] for t in report_of(first)["tables"]
+    ]
     with psycopg.connect(empty_pg, autocommit=True) as conn:
         # one bit of one ciphertext, one microsecond of one timestamp
         conn.execute(
@@ -472,6 +480,8 @@ def test_interrupted_copy_resumes_to_equal_checksums(
     assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
     first = report_of(report)
     assert 0 < first["copied_rows"]["messages"] < 20_000
+    resumed_table = next(t for t in first["tables"] if t["table"] == "messages")
+    assert resumed_table["checksum_source_from"] == "re-read"
 
     # SIGKILL: nothing runs on the way out; the committed batches and the record of the
     # set-aside constraints stay, and --resume finishes the job

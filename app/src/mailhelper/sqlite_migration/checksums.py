@@ -8,8 +8,7 @@ parallel threads (sqlite3, psycopg and hashlib release the GIL in their heavy pa
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,11 @@ from psycopg import sql
 from mailhelper.db import make_engine
 from mailhelper.models import Base
 from mailhelper.sqlite_migration.constraints import state_exists
+from mailhelper.sqlite_migration.digest import new_digest
 from mailhelper.sqlite_migration.encoding import HEADER, TRAILER, RowEncoder
 from mailhelper.sqlite_migration.source import open_source
 from mailhelper.sqlite_migration.tables import TableSpec
 
-DIGEST = "blake2b-256"
 FLUSH_BYTES = 1 << 20
 
 
@@ -41,6 +40,7 @@ class TableCheck:
     table: str
     source: Checksum
     target: Checksum
+    source_read: str = "re-read"  # or "copy stream": hashed while this run copied it
 
     @property
     def ok(self) -> bool:
@@ -55,11 +55,8 @@ class TableCheck:
             "checksum_source": self.source.digest,
             "checksum_target": self.target.digest,
             "status": "ok" if self.ok else "mismatch",
+            "checksum_source_from": self.source_read,
         }
-
-
-def _hasher() -> hashlib.blake2b:
-    return hashlib.blake2b(digest_size=32)
 
 
 def sqlite_checksums(path: Path, specs: Sequence[TableSpec]) -> list[Checksum]:
@@ -69,7 +66,7 @@ def sqlite_checksums(path: Path, specs: Sequence[TableSpec]) -> list[Checksum]:
         out = []
         for spec in specs:
             enc = RowEncoder(spec.name, spec.columns, spec.types)
-            h, buf, count = _hasher(), bytearray(HEADER), 0
+            h, buf, count = new_digest(), bytearray(HEADER), 0
             cur = conn.execute(f'SELECT {spec.column_list} FROM "{spec.name}" ORDER BY id')  # noqa: S608 - names from the catalog
             while rows := cur.fetchmany(512):
                 for row in rows:
@@ -91,7 +88,7 @@ def pg_checksums(conninfo: str, specs: Sequence[TableSpec]) -> list[Checksum]:
         pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         out = []
         for spec in specs:
-            h = _hasher()
+            h = new_digest()
             stmt = sql.SQL("COPY (SELECT {} FROM {} ORDER BY id) TO STDOUT (FORMAT BINARY)").format(
                 sql.SQL(", ").join(map(sql.Identifier, spec.columns)), sql.Identifier(spec.name)
             )
@@ -103,12 +100,27 @@ def pg_checksums(conninfo: str, specs: Sequence[TableSpec]) -> list[Checksum]:
         return out
 
 
-def compare_tables(path: Path, conninfo: str, specs: Sequence[TableSpec]) -> list[TableCheck]:
+def compare_tables(
+    path: Path,
+    conninfo: str,
+    specs: Sequence[TableSpec],
+    known: Mapping[str, Checksum] | None = None,
+) -> list[TableCheck]:
+    """Source side: `known` checksums (hashed during the copy) or a re-read of the source,
+    in a thread beside the target side."""
+    known = known or {}
+    reread = [s for s in specs if s.name not in known]
     with ThreadPoolExecutor(2, thread_name_prefix="migrate-verify") as pool:
-        source = pool.submit(sqlite_checksums, path, specs)
+        source = pool.submit(sqlite_checksums, path, reread)
         target = pool.submit(pg_checksums, conninfo, specs)
-        pairs = zip(specs, source.result(), target.result(), strict=True)
-    return [TableCheck(spec.name, s, t) for spec, s, t in pairs]
+        sources = dict(zip((s.name for s in reread), source.result(), strict=True))
+        targets = target.result()
+    return [
+        TableCheck(spec.name, sources[spec.name], t)
+        if spec.name in sources
+        else TableCheck(spec.name, known[spec.name], t, "copy stream")
+        for spec, t in zip(specs, targets, strict=True)
+    ]
 
 
 def schema_differences(pg: psycopg.Connection, sqlalchemy_url: str) -> list[str]:

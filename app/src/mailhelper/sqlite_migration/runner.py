@@ -13,8 +13,9 @@ from psycopg import sql
 
 from mailhelper import __version__, db
 from mailhelper.sqlite_migration import constraints
-from mailhelper.sqlite_migration.checksums import DIGEST, compare_tables, schema_differences
+from mailhelper.sqlite_migration.checksums import Checksum, compare_tables, schema_differences
 from mailhelper.sqlite_migration.copier import copy_table
+from mailhelper.sqlite_migration.digest import DIGEST
 from mailhelper.sqlite_migration.errors import MigrationError, TargetNotEmptyError
 from mailhelper.sqlite_migration.progress import Progress
 from mailhelper.sqlite_migration.source import (
@@ -26,7 +27,7 @@ from mailhelper.sqlite_migration.tables import TableSpec, table_specs
 from mailhelper.sqlite_migration.target_url import TargetURL
 
 DEFAULT_BATCH_ROWS = 5_000
-DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ def _copy(
     specs: list[TableSpec],
     report: MigrationReport,
     progress: Progress,
-) -> None:
+) -> dict[str, Checksum]:
+    """Copy every table; returns the source checksums of the tables copied from row one."""
     source = open_source(opts.source)
     try:
         totals = {
@@ -145,11 +147,12 @@ def _copy(
     # batches are re-checked by the verification and found again by max(id) after a crash:
     # no need to wait for each batch's WAL flush
     pg.execute("SET synchronous_commit TO OFF")
+    known: dict[str, Checksum] = {}
     for spec in specs:
         after = _max_id(pg, spec.name)
         already = _count(pg, spec.name) if after else 0
         progress.start(spec.name, totals[spec.name], already)
-        report.copied_rows[spec.name] = copy_table(
+        done = copy_table(
             opts.source,
             pg,
             spec,
@@ -158,12 +161,16 @@ def _copy(
             batch_bytes=opts.batch_bytes,
             on_batch=progress.advance,
         )
+        report.copied_rows[spec.name] = done.rows
+        if done.digest is not None:
+            known[spec.name] = Checksum(done.rows, done.digest)
         progress.finish()
     pg.execute("SET synchronous_commit TO ON")
     progress.note("rebuilding foreign keys, unique constraints and indexes")
     report.schema["rebuilt"] = constraints.restore(pg, names)
     _reset_sequences(pg, specs)
     pg.execute("ANALYZE")
+    return known
 
 
 def _count(pg: psycopg.Connection, table: str) -> int:
@@ -204,13 +211,14 @@ def run_migration(
             specs = table_specs(pg, source)
         finally:
             source.close()
+        known: dict[str, Checksum] = {}
         if not opts.verify_only:
             _guard_target(pg, specs, opts)
-            _copy(opts, pg, specs, report, progress)
+            known = _copy(opts, pg, specs, report, progress)
             report.seconds["copy"] = round(time.monotonic() - started, 3)
         progress.note("verifying: row counts and checksums on both sides")
         verify_started = time.monotonic()
-        checks = compare_tables(opts.source, opts.target.libpq, specs)
+        checks = compare_tables(opts.source, opts.target.libpq, specs, known)
         differences = schema_differences(pg, opts.target.sqlalchemy)
     report.seconds["verify"] = round(time.monotonic() - verify_started, 3)
     report.seconds["total"] = round(time.monotonic() - started, 3)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from urllib.parse import SplitResult, parse_qsl, quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from mailhelper.sqlite_migration.errors import MigrationError
 
@@ -38,8 +38,8 @@ def parse_target(url: str) -> TargetURL:
             "passfile or service work too)"
         )
     found: list[str] = []
-    if parts.password:
-        found.append(parts.password)
+    if parts.password:  # urlsplit leaves it percent-encoded; libpq decodes it
+        found.extend((parts.password, unquote(parts.password)))
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "password" and value:
             found.append(value)
@@ -65,7 +65,9 @@ def _masked(parts: SplitResult) -> str:
         user = userinfo.partition(":")[0]
         netloc = f"{user}:{MASK}@{hostport}"
     query = re.sub(r"(^|&)password=[^&]*", rf"\1password={MASK}", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    text = f"{parts.scheme}://{netloc}{parts.path}"  # urlunsplit drops an empty netloc's //
+    text += f"?{query}" if query else ""
+    return text + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 class Redactor:

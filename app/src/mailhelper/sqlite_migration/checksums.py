@@ -1,4 +1,4 @@
-"""Verification: per table, row count and a BLAKE2b digest of the rows in normal form
+"""Verification: per table, row count and a SHA-256 digest of the rows in normal form
 (binary COPY encoding, primary-key order) computed independently on both sides.
 
 The SQLite side re-reads and re-encodes the source; the PostgreSQL side reads the table

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
-DIGEST = "blake2b-256"
+# SHA-256 runs on the CPU's SHA extensions through OpenSSL: about twice BLAKE2b's speed here
+DIGEST = "sha256"
 
 
-def new_digest() -> hashlib.blake2b:
-    return hashlib.blake2b(digest_size=32)
+def new_digest() -> Any:  # hashlib's private _Hash type
+    return hashlib.sha256()

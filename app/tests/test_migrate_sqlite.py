@@ -4,6 +4,7 @@ losing a row, verified by checksums and by reading everything back through the a
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import secrets
@@ -25,6 +26,9 @@ from mailhelper.mailbox import raw_bytes, summary
 from mailhelper.models import ApiToken, Folder, JobRun, MailAccount, Message, User
 from mailhelper.runtime import Runtime
 from mailhelper.sqlite_migration.constraints import STATE_TABLE
+from mailhelper.sqlite_migration.progress import Progress
+from mailhelper.sqlite_migration.runner import MigrationOptions, MigrationReport, run_migration
+from mailhelper.sqlite_migration.target_url import parse_target
 from mailhelper.users import create_user, user_cipher
 from sqlalchemy import select
 
@@ -509,3 +513,35 @@ def test_interrupted_copy_resumes_to_equal_checksums(
     for _rows, src, dst in checksums[1].values():
         assert src == dst
     assert checksums[1]["messages"][0] == 20_000
+
+
+class WritesDuringVerify(Progress):
+    """The app left running: a job is recorded in the source while the tool verifies."""
+
+    def __init__(self, source: Path) -> None:
+        super().__init__(io.StringIO())
+        self.source = source
+
+    def note(self, message: str) -> None:
+        super().note(message)
+        if message.startswith("verifying"):
+            with sqlite3.connect(self.source) as conn:
+                conn.execute(
+                    "INSERT INTO job_runs (kind, backend, status, attempts, enqueued_at) "
+                    "VALUES ('sync_user_emails', 'legacy', 'queued', 0, '2026-11-28 20:00:00')"
+                )
+
+
+def test_a_source_written_during_the_run_is_a_mismatch(
+    small_legacy: Path, tmp_path: Path, empty_pg: str
+) -> None:
+    source = tmp_path / "live.db"
+    shutil.copyfile(small_legacy, source)
+    opts = MigrationOptions(source=source, target=parse_target(empty_pg))
+    report = MigrationReport(source=str(source), target="t", mode="copy")
+    run_migration(opts, WritesDuringVerify(source), report)
+    assert report.status == "mismatch"
+    assert report.source_changed
+    assert "source changed during the run" in (report.message or "")
+    # every table was copied and matched the stream: only the watcher saw the late write
+    assert all(t["status"] == "ok" for t in report.tables)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class MigrationReport:
     message: str | None = None
     revision_source: str | None = None
     revision_expected: str | None = None
+    source_changed: bool = False
     tables: list[dict[str, Any]] = field(default_factory=list)
     copied_rows: dict[str, int] = field(default_factory=dict)
     schema: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +73,7 @@ class MigrationReport:
             "source": self.source,
             "target": self.target,
             "revision": {"source": self.revision_source, "expected": self.revision_expected},
+            "source_changed": self.source_changed,
             "digest": DIGEST,
             "tables": self.tables,
             "schema": self.schema,
@@ -192,11 +195,31 @@ def run_migration(
     KeyboardInterrupt or `Interrupted` for the caller to map to an exit status."""
     started = time.monotonic()
     report.revision_expected = expected_revision()
-    source = open_source(opts.source)
+    # this connection stays open to notice commits by anybody else (PRAGMA data_version)
+    watcher = open_source(opts.source)
     try:
-        report.revision_source = check_revision(source, opts.source)
+        report.revision_source = check_revision(watcher, opts.source)
+        version = _data_version(watcher)
+        _migrate_and_verify(opts, progress, report, started)
+        if _data_version(watcher) != version:
+            report.source_changed = True
+            report.status = "mismatch"
+            report.message = (
+                "the source changed during the run (is the app still writing to it?): "
+                "stop it and run again with --replace"
+            )
     finally:
-        source.close()
+        watcher.close()
+    return report
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _migrate_and_verify(
+    opts: MigrationOptions, progress: Progress, report: MigrationReport, started: float
+) -> None:
     if not opts.verify_only:
         progress.note("bringing the target schema to the head revision (Alembic)")
         db.upgrade(opts.target.sqlalchemy)
@@ -228,4 +251,3 @@ def run_migration(
     )
     ok = all(c.ok for c in checks) and not differences
     report.status = "ok" if ok else "mismatch"
-    return report

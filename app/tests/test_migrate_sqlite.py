@@ -27,7 +27,12 @@ from mailhelper.models import ApiToken, Base, Folder, JobRun, MailAccount, Messa
 from mailhelper.runtime import Runtime
 from mailhelper.sqlite_migration.constraints import STATE_TABLE
 from mailhelper.sqlite_migration.progress import Progress
-from mailhelper.sqlite_migration.runner import MigrationOptions, MigrationReport, run_migration
+from mailhelper.sqlite_migration.runner import (
+    LOCK_KEY,
+    MigrationOptions,
+    MigrationReport,
+    run_migration,
+)
 from mailhelper.sqlite_migration.target_url import parse_target
 from mailhelper.users import create_user, user_cipher
 from sqlalchemy import ForeignKeyConstraint, UniqueConstraint, select
@@ -258,7 +263,7 @@ def test_non_empty_target_is_refused_unless_replace(
     assert sum(report_of(report)["copied_rows"].values()) == 0
 
 
-def test_source_at_another_revision_is_refused(
+def test_wrong_source_or_busy_target_is_refused(
     source: Path, empty_pg: str, no_app_config: Path, tmp_path: Path
 ) -> None:
     db.downgrade(f"sqlite:///{source}", "0002")
@@ -276,6 +281,11 @@ def test_source_at_another_revision_is_refused(
     assert migrate("--source", junk, "--target", empty_pg, "--report", report) == 1
     assert "not an SQLite database" in report_of(report)["message"]
     assert migrate("--source", tmp_path / "missing.db", "--target", empty_pg) == 1
+    with psycopg.connect(empty_pg, autocommit=True) as other:  # a second run at the same time
+        other.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        db.upgrade(f"sqlite:///{source}")
+        assert migrate("--source", source, "--target", empty_pg, "--report", report) == 1
+    assert "another migrate-sqlite run" in report_of(report)["message"]
     assert migrate("--source", source, "--target", "mysql://x@y/z") == 1
 
 

@@ -27,6 +27,8 @@ from mailhelper.sqlite_migration.source import (
 from mailhelper.sqlite_migration.tables import TableSpec, table_specs
 from mailhelper.sqlite_migration.target_url import TargetURL
 
+# session advisory lock: one run per target database at a time (held until disconnect)
+LOCK_KEY = 0x6D68_6D69_6772  # "mhmigr"
 DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 
@@ -220,10 +222,12 @@ def _data_version(conn: sqlite3.Connection) -> int:
 def _migrate_and_verify(
     opts: MigrationOptions, progress: Progress, report: MigrationReport, started: float
 ) -> None:
-    if not opts.verify_only:
-        progress.note("bringing the target schema to the head revision (Alembic)")
-        db.upgrade(opts.target.sqlalchemy)
     with psycopg.connect(opts.target.libpq, autocommit=True) as pg:
+        if not pg.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+            raise MigrationError("another migrate-sqlite run is working on this target")
+        if not opts.verify_only:
+            progress.note("bringing the target schema to the head revision (Alembic)")
+            db.upgrade(opts.target.sqlalchemy)
         found = _target_revision(pg)
         if found != report.revision_expected:
             raise MigrationError(

@@ -25,6 +25,7 @@ from mailhelper.mailbox import iter_index, raw_bytes, text_body
 from mailhelper.models import MailAccount, Message, User
 from mailhelper.rotation import rotate_keys
 from mailhelper.runtime import Runtime, build_runtime, resolve_settings
+from mailhelper.sqlite_migration import command as migrate_sqlite
 from mailhelper.users import create_user, get_user_by_email
 
 EXIT_ERROR = 1
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("rotate-keys", help="rotate the master key and rewrap all data keys")
 
+    migrate_sqlite.add_parser(sub)  # needs no key provider and no settings
+
     sv = sub.add_parser("serve", help="development web server")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", default=5000, type=int)
@@ -232,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "db":
             return cmd_db(args)
+        if args.command == "migrate-sqlite":
+            return migrate_sqlite.run(args)
         rt = build_runtime()
         return COMMANDS[args.command](args, rt)
     except ConfigError as exc:

@@ -127,7 +127,7 @@ def wait_job(rt: Runtime, job_id: int, statuses: tuple[str, ...], timeout: float
     raise TimeoutError(f"job {job_id} not in {statuses} after {timeout} s: {status}")
 
 
-def wait_until(predicate, timeout: float = 30, interval: float = 0.05) -> None:  # noqa: ANN001
+def wait_until(predicate, timeout: float = 30, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

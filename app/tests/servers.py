@@ -573,7 +573,7 @@ class RedisServer:
         wait_for_port(self.port, proc=self.proc)
         return self
 
-    def client(self, db: int = 0):  # noqa: ANN201 - redis is a test-only import here
+    def client(self, db: int = 0):
         import redis
 
         return redis.Redis.from_url(self.url(db), socket_timeout=5)

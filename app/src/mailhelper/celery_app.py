@@ -37,6 +37,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.redis_url,
         "broker_transport_options": {
             "visibility_timeout": jobs.visibility_timeout,
+            # look for messages of lost workers every few seconds (kombu's default sweep
+            # runs about every 100 s), so a redelivery follows the visibility timeout closely
+            "unacked_restore_interval": max(1, min(10, int(jobs.visibility_timeout / 5))),
+            "unacked_restore_throttle": 1,
             "socket_connect_timeout": jobs.broker_timeout,
             "socket_keepalive": True,
             "retry_on_timeout": True,

@@ -8,6 +8,7 @@ sources: secrets come from Vault KV after an AppRole login, never from the envir
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -152,7 +153,7 @@ def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0)
 
 
 def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float:
-    value = _number(env, name, default, minimum=-1)
+    value = _number(env, name, default, minimum=-math.inf)
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {env.get(name)!r}")
     return value

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import sys
 import tempfile
 import threading
@@ -201,6 +202,7 @@ def main() -> int:
                 print(f"{k:>24}: {v}")
         return 0
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         if bao is not None:
             bao.stop()
         dovecot.stop()

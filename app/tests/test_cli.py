@@ -185,3 +185,51 @@ def test_console_script_serves_with_no_configuration(tmp_path: Path) -> None:
         [str(exe), "--version"], capture_output=True, text=True, env=env, check=True
     )
     assert version.stdout.startswith("mailhelper ")
+
+
+def test_gunicorn_serves_the_wsgi_app(tmp_path: Path, sqlite_url: str) -> None:
+    """The production entry point under the real gunicorn (two workers, shared metrics)."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "prom").mkdir()
+    env = {
+        "HOME": str(tmp_path),
+        "PATH": os.environ["PATH"],
+        "DATABASE_URL": sqlite_url,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+    }
+    exe = Path(sys.executable).with_name("gunicorn")
+    proc = subprocess.Popen(
+        [str(exe), "--workers", "2", "--bind", f"127.0.0.1:{port}", "mailhelper.wsgi:app"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert json.loads(r.read())["status"] == "ok"
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        for _ in range(4):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        line = 'mailhelper_http_requests_total{endpoint="health.health",method="GET",status="200"}'
+        counts = [float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(line)]
+        # summed over both workers (a first poll that timed out under load may add one)
+        assert len(counts) == 1, text
+        assert counts[0] >= 5, text
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -52,3 +52,25 @@ def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
         }
     finally:
         engine.dispose()
+
+
+def test_listing_query_uses_the_index(pg_url: str) -> None:
+    from sqlalchemy import text
+
+    engine = db.make_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SET enable_seqscan = off"))
+            plan = "\n".join(
+                row[0]
+                for row in conn.execute(
+                    text(
+                        "EXPLAIN SELECT id FROM messages WHERE account_id = 1 "
+                        "ORDER BY internal_date DESC, id DESC LIMIT 50"
+                    )
+                )
+            )
+        assert "ix_messages_account_id_internal_date" in plan
+        assert "Sort" not in plan
+    finally:
+        engine.dispose()

@@ -345,6 +345,21 @@ def test_fast_fetch_parser_matches_imapclient(runtime: Runtime, mailbox: Mailbox
     for uid, entry in fast.items():
         for key in (b"BODY[]", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"):
             assert entry[key] == slow[uid][key]
+    # the literal-free answers (size listing, flag refresh) agree as well
+    with mailbox.imap() as c:
+        c.select_folder("INBOX", readonly=True)
+        for items in ("(RFC822.SIZE)", "(FLAGS)", "(FLAGS) (CHANGEDSINCE 1)"):
+            tag = c._imap._command("UID", "FETCH", "1:*", *items.split(" ", 1))
+            typ, data = c._imap._command_complete("FETCH", tag)
+            typ, data = c._imap._untagged_response(typ, data, "FETCH")
+            quick = imap.parse_plain_fetch(data)
+            general = parse_fetch_response(data, False, True)
+            assert quick is not None
+            assert set(quick) == set(general) == {1, 2, 3}
+            for uid, entry in quick.items():
+                assert entry == {k: v for k, v in general[uid].items() if k != b"SEQ"}
+    assert imap.parse_plain_fetch([(b"1 FETCH (UID 1 BODY[] {2}", b"ab")]) is None
+    assert imap.parse_plain_fetch([b"1 FETCH (FLAGS ())"]) is None
     # shapes it does not know are left to the general parser
     assert imap.parse_body_fetch([b"1 FETCH (UID 1 FLAGS ())"]) is None
     assert imap.parse_body_fetch([(b"1 FETCH (UID 1 BODY[] {3}", b"ab"), b")"]) is None

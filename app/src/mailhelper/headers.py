@@ -17,6 +17,7 @@ MAX_VALUE = 4096
 _WANTED = {b"from": "sender", b"subject": "subject", b"message-id": "message_id"}
 _END_RE = re.compile(rb"\r?\n\r?\n")
 _LINE_RE = re.compile(rb"\r?\n")
+_CONTROL_TO_SPACE = {c: " " for c in range(32) if c != 9}
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,7 @@ def decode_value(raw: bytes) -> str:
     if "=?" in text:
         with contextlib.suppress(ValueError, LookupError, UnicodeError, HeaderParseError):
             text = str(make_header(decode_header(text)))
-    text = "".join(ch if ch >= " " or ch == "\t" else " " for ch in text)
-    return text[:MAX_VALUE]
+    return text.translate(_CONTROL_TO_SPACE)[:MAX_VALUE]
 
 
 def parse_headers(raw: bytes) -> Headers:

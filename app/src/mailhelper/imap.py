@@ -126,10 +126,9 @@ def uid_fetch(
     typ, data = imap._command_complete("FETCH", tag)
     client._checkok("fetch", typ, data)
     typ, data = imap._untagged_response(typ, data, "FETCH")
-    if b"BODY.PEEK[]" in items:
-        fast = parse_body_fetch(data)
-        if fast is not None:
-            return fast
+    fast = parse_body_fetch(data) if b"BODY.PEEK[]" in items else parse_plain_fetch(data)
+    if fast is not None:
+        return fast
     return parse_fetch_response(data, client.normalise_times, True)
 
 
@@ -138,6 +137,32 @@ _UID = re.compile(rb"[( ]UID (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
 _DATE = re.compile(rb'INTERNALDATE "([^"]+)"')
+_MODSEQ = re.compile(rb"MODSEQ \((\d+)\)")
+
+
+def parse_plain_fetch(data: list[Any]) -> dict[int, dict[bytes, Any]] | None:
+    """Fast parser for literal-free answers (UID with RFC822.SIZE, FLAGS, MODSEQ), such as
+    the size listing before a fetch and the flag refresh; None means "use the general
+    parser"."""
+    out: dict[int, dict[bytes, Any]] = {}
+    for item in data:
+        if not isinstance(item, bytes) or b"{" in item or b'"' in item:
+            return None
+        uid = _UID.search(item)
+        if uid is None:
+            return None
+        entry: dict[bytes, Any] = {}
+        size = _SIZE.search(item)
+        if size is not None:
+            entry[b"RFC822.SIZE"] = int(size.group(1))
+        flags = _FLAGS.search(item)
+        if flags is not None:
+            entry[b"FLAGS"] = tuple(flags.group(1).split())
+        modseq = _MODSEQ.search(item)
+        if modseq is not None:
+            entry[b"MODSEQ"] = (int(modseq.group(1)),)
+        out[int(uid.group(1))] = entry
+    return out
 
 
 def parse_body_fetch(data: list[Any]) -> dict[int, dict[bytes, Any]] | None:

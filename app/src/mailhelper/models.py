@@ -115,6 +115,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "folder_id", "uidvalidity", "uid", name="uq_messages_uid"),
         Index("ix_messages_account_id_id", "account_id", "id"),
+        Index("ix_messages_account_id_internal_date", "account_id", "internal_date", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

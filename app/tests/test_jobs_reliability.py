@@ -129,7 +129,7 @@ def test_soft_time_limit_is_a_transient_error_retried_before_the_hard_limit(
         worker.stop()
     # each attempt stops at the soft limit (a retry, not a killed process) and the next one
     # continues where it stopped: the sync commits per batch
-    assert "SoftTimeLimitExceeded" in worker.log()
+    assert "Soft time limit (1.0s) exceeded" in worker.log()
     assert (done.status, done.error) == ("success", None)
     assert done.attempts >= 2
     assert stored(rt, box.account_id) == (total, total)

@@ -19,7 +19,6 @@ from typing import Any
 from mailhelper import db
 from mailhelper.accounts import add_account
 from mailhelper.config import load_settings
-from mailhelper.dispatch import run_sync_inline
 from mailhelper.models import Folder, JobRun, MailAccount, Message, User
 from mailhelper.runtime import Runtime, build_runtime
 from mailhelper.users import authenticate, create_user, issue_token, user_cipher, user_for_token
@@ -163,14 +162,13 @@ def build_legacy_install(root: Path, dovecot: DovecotServer) -> LegacyInstall:
     rng = random.Random(8)
     rt = install.runtime(url)
     try:
-        # the real sync path: Dovecot -> messages, folder state and a job_runs row
+        # the real sync path: Dovecot -> messages and folder state
         box = make_mailbox(rt, dovecot)
         for raw in [message(i, 1500) for i in range(20)]:
             box.append(raw)
         for raw in malformed().values():
             box.append(raw, folder="Unicode Ordner ü")
-        _, _, error = run_sync_inline(rt, box.user_id, box.account_id)
-        assert error is None
+        rt.sync.sync_account(box.account_id)
         with rt.sessions() as session:
             for email, password, host, username in [
                 ("jürgen.müller@bücher.example", "pässwort-lang-genug", "mail.example", "jü"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,8 @@ from mailhelper.config import Settings, load_settings
 from mailhelper.runtime import Runtime, build_runtime
 from mailhelper.users import create_user
 
-from tests.servers import BaoServer, DovecotServer, PostgresServer
+from tests.jobsenv import Worker
+from tests.servers import BaoServer, DovecotServer, PostgresServer, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +63,86 @@ def dovecot() -> Iterator[DovecotServer]:
     server = DovecotServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+# Short limits so retries and redeliveries happen within seconds; the order the config
+# enforces still holds: soft < hard < visibility, backoff and jitter < visibility.
+FAST_JOBS = {
+    "MAILHELPER_JOB_SOFT_TIME_LIMIT": "20",
+    "MAILHELPER_JOB_TIME_LIMIT": "25",
+    "MAILHELPER_BROKER_VISIBILITY_TIMEOUT": "30",
+    "MAILHELPER_JOB_MAX_RETRIES": "2",
+    "MAILHELPER_JOB_RETRY_BACKOFF": "0.2",
+    "MAILHELPER_JOB_RETRY_BACKOFF_MAX": "1",
+    "MAILHELPER_SYNC_JITTER": "0.5",
+    "MAILHELPER_SYNC_EXPIRES": "30",
+    "MAILHELPER_PENDING_GRACE": "0",
+    "MAILHELPER_BROKER_TIMEOUT": "1",
+    "MAILHELPER_LEGACY_RETRY_DELAYS": "0.1,0.1",
+    "MAILHELPER_IMAP_TIMEOUT": "10",
+}
+
+
+@pytest.fixture(scope="session")
+def jobs_env(
+    pg: PostgresServer,
+    pg_template: str,
+    redis_server: RedisServer,
+    dovecot: DovecotServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
+    """One database, data dir (local key) and queue shared by the test process and the
+    session worker: the worker must read the rows and keys the tests write."""
+    root = tmp_path_factory.mktemp("jobs")
+    return {
+        "HOME": str(root / "home"),
+        "MAILHELPER_DATA_DIR": str(root / "data"),
+        "MAILHELPER_IMAP_CA_FILE": str(dovecot.ca_file),
+        "DATABASE_URL": pg.create_database("jobs_shared", template=pg_template),
+        "REDIS_URL": redis_server.url(0),
+        "MAILHELPER_CELERY_QUEUE": "mh-session",
+        "USE_LEGACY_JOBS": "false",
+        "LEGACY_FALLBACK": "false",
+        **FAST_JOBS,
+    }
+
+
+@pytest.fixture(scope="session")
+def session_worker(
+    jobs_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    worker = Worker(
+        jobs_env,
+        tmp_path_factory.mktemp("worker-logs"),
+        name="session",
+        concurrency=2,
+        extra=("--include=tests.worker_tasks",),
+    ).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def jobs_runtime_factory(jobs_env: dict[str, str]) -> Iterator[Callable[..., Runtime]]:
+    """Runtimes on the shared jobs database with flags/overrides of the test's choosing."""
+    made: list[Runtime] = []
+
+    def make(**overrides: str) -> Runtime:
+        env = {k: v for k, v in {**jobs_env, **overrides}.items() if v is not None}
+        rt = build_runtime(load_settings(env))
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        rt.close()
 
 
 @pytest.fixture

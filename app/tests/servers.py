@@ -1,4 +1,5 @@
-"""Real servers for the tests and the benchmark: PostgreSQL 15, OpenBao (dev), Dovecot.
+"""Real servers for the tests and the benchmark: PostgreSQL 15, OpenBao (dev), Dovecot,
+Redis.
 
 Each runs as a private instance on free loopback ports with its data in a temporary
 directory, and is stopped and removed by `stop()`. Secrets are generated at run time and
@@ -498,4 +499,107 @@ class DovecotServer:
             except subprocess.TimeoutExpired:  # pragma: no cover
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# -- Redis -------------------------------------------------------------------------------
+
+REDIS_CONF = """\
+port {port}
+bind 127.0.0.1
+protected-mode yes
+daemonize no
+logfile {root}/redis.log
+dir {root}/data
+aclfile {root}/users.acl
+enable-debug-command no
+enable-module-command no
+save ""
+appendonly yes
+appendfilename "appendonly.aof"
+appenddirname "appendonlydir"
+appendfsync everysec
+aof-use-rdb-preamble yes
+maxmemory 256mb
+maxmemory-policy noeviction
+"""
+# exactly the redis role's production ACL (roles/redis/defaults/main.yml)
+REDIS_APP_RULES = "~* &* +@all -@dangerous +info +client|setname +client|id"
+
+
+class RedisServer:
+    """redis-server as the unprivileged `redis` user, configured like the redis role
+    configures production: AOF everysec, noeviction, `default` user off, and the app user
+    `mailhelper` with the production ACL rules. The password lives in the ACL file only (as
+    a SHA-256 hash)."""
+
+    USER = "mailhelper"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(18)
+        self.root = private_dir("mh-redis-", "redis")
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, db: int = 0, *, password: bool = True) -> str:
+        secret = f":{self.password}" if password else ""
+        return f"redis://{self.USER}{secret}@127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> RedisServer:
+        data = self.root / "data"
+        if not data.exists():
+            data.mkdir()
+            pw = pwd.getpwnam("redis")
+            os.chown(data, pw.pw_uid, pw.pw_gid)
+            digest = hashlib.sha256(self.password.encode()).hexdigest()
+            acl = self.root / "users.acl"
+            acl.write_text(
+                "user default off resetpass -@all\n"
+                f"user {self.USER} on #{digest} {REDIS_APP_RULES}\n"
+            )
+            conf = self.root / "redis.conf"
+            conf.write_text(REDIS_CONF.format(port=self.port, root=self.root))
+            for path in (acl, conf):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+                path.chmod(0o600)
+        self.proc = subprocess.Popen(
+            ["redis-server", str(self.root / "redis.conf")],
+            user="redis",
+            group="redis",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.root,
+        )
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def client(self, db: int = 0):
+        import redis
+
+        return redis.Redis.from_url(self.url(db), socket_timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save; what survives is what the AOF holds."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, *, hard: bool = True) -> None:
+        if hard:
+            self.kill()
+        else:
+            self.stop_process()
+        self.start()
+
+    def stop_process(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.proc.kill()
+                self.proc.wait()
+
+    def stop(self) -> None:
+        self.stop_process()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,16 @@ def csrf_of(html: str) -> str:
     return match.group(1)
 
 
+def poll_job(client: FlaskClient, auth: dict[str, str], job_id: int) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json
+        if job["status"] in ("success", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
 def test_api_account_lifecycle_sync_and_messages(app: Flask, dovecot: DovecotServer) -> None:
     c = app.test_client()
     _, _, auth = register(c)
@@ -78,10 +89,10 @@ def test_api_account_lifecycle_sync_and_messages(app: Flask, dovecot: DovecotSer
     for raw in raws:
         box.append(raw)
     sync = c.post(f"/api/v1/accounts/{account['id']}/sync", headers=auth)
-    assert sync.status_code == 200
-    assert sync.json["result"]["new"] == 7
-    job = c.get(f"/api/v1/jobs/{sync.json['job']['id']}", headers=auth).json
-    assert (job["status"], job["backend"], job["attempts"]) == ("success", "inline", 1)
+    assert sync.status_code == 202  # accepted: the job runs on the legacy queue (phase 0)
+    assert sync.json["job"]["backend"] == "legacy"
+    job = poll_job(c, auth, sync.json["job"]["id"])
+    assert (job["status"], job["backend"], job["attempts"]) == ("success", "legacy", 1)
     assert job["started_at"]
     assert job["finished_at"]
     page = c.get(f"/api/v1/accounts/{account['id']}/messages?per_page=3&page=2", headers=auth).json
@@ -102,9 +113,10 @@ def test_api_account_lifecycle_sync_and_messages(app: Flask, dovecot: DovecotSer
     patched = c.patch(f"/api/v1/accounts/{account['id']}", headers=auth, json={"password": "wrong"})
     assert patched.status_code == 200
     failed = c.post(f"/api/v1/accounts/{account['id']}/sync", headers=auth)
-    assert failed.status_code == 502
-    assert failed.json["error"]["kind"] == "permanent"
-    assert failed.json["job"]["status"] == "failed"
+    assert failed.status_code == 202
+    job = poll_job(c, auth, failed.json["job"]["id"])
+    assert (job["status"], job["attempts"]) == ("failed", 1)  # permanent: no retry
+    assert job["error"].startswith("AuthenticationError")
     assert c.delete(f"/api/v1/accounts/{account['id']}", headers=auth).status_code == 204
     assert c.get(f"/api/v1/accounts/{account['id']}", headers=auth).status_code == 404
     assert c.get("/api/v1/accounts", headers=auth).json == {"accounts": []}
@@ -208,7 +220,11 @@ def test_html_flow_register_add_sync_read_logout(app: Flask, dovecot: DovecotSer
     page = c.get("/accounts/").get_data(as_text=True)
     account_id = int(re.search(r"/accounts/(\d+)/messages", page).group(1))
     assert c.post(f"/accounts/{account_id}/sync", data={"csrf_token": token}).status_code == 303
-    assert "sync done: 1 new" in c.get("/accounts/").get_data(as_text=True)
+    page = c.get("/accounts/").get_data(as_text=True)
+    job_id = int(re.search(r"sync queued \(job (\d+)\)", page).group(1))
+    app.extensions["mailhelper"].jobs.close()  # drains the legacy queue: the job is done
+    with app.extensions["mailhelper"].sessions() as s:
+        assert s.get(JobRun, job_id).status == "success"
     listing = c.get(f"/accounts/{account_id}/messages").get_data(as_text=True)
     assert "&lt;script&gt;" in listing
     assert "<script>alert" not in listing

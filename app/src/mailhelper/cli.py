@@ -6,13 +6,17 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from mailhelper import __version__, db
 from mailhelper.accounts import TLS_MODES, add_account
 from mailhelper.config import load_settings
+from mailhelper.cutoff import NOW_ENV, cutoff_report, parse_now
 from mailhelper.errors import (
     ConfigError,
     KeyProviderError,
@@ -21,8 +25,9 @@ from mailhelper.errors import (
     TransientSyncError,
 )
 from mailhelper.headers import parse_headers
+from mailhelper.job_runs import PENDING, SUCCESS, TERMINAL
 from mailhelper.mailbox import iter_index, raw_bytes, text_body
-from mailhelper.models import MailAccount, Message, User
+from mailhelper.models import JobRun, MailAccount, Message, User, utcnow
 from mailhelper.rotation import rotate_keys
 from mailhelper.runtime import Runtime, build_runtime, resolve_settings
 from mailhelper.users import create_user, get_user_by_email
@@ -153,6 +158,104 @@ def cmd_rotate_keys(_args: argparse.Namespace, rt: Runtime) -> int:
     return 0
 
 
+def cmd_enqueue_sync(args: argparse.Namespace, rt: Runtime) -> int:
+    with rt.sessions() as session:
+        account = session.get(MailAccount, args.account)
+        if account is None:
+            raise MailHelperError(f"no account {args.account}")
+        user_id = account.user_id
+    job = rt.jobs.submit_sync(user_id, args.account, force=True)
+    deadline = time.monotonic() + args.wait
+    while job.status not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with rt.sessions() as session:
+            job = session.get(JobRun, job.id) or job
+    view = {
+        "id": job.id,
+        "backend": job.backend,
+        "status": job.status,
+        "attempts": job.attempts,
+        "error": job.error,
+    }
+    print(json.dumps(view) if args.json else f"job {job.id}: {job.backend} {job.status}")
+    if job.status in TERMINAL:
+        return 0 if job.status == SUCCESS else EXIT_PERMANENT
+    return EXIT_TRANSIENT if args.wait and job.status == PENDING else 0
+
+
+def cmd_reconcile_jobs(args: argparse.Namespace, rt: Runtime) -> int:
+    result = rt.jobs.reconcile_pending()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['requeued']} pending jobs handed over, {result['still_pending']} "
+            "still pending"
+        )
+    return EXIT_TRANSIENT if result["still_pending"] else 0
+
+
+def cmd_cutoff_report(args: argparse.Namespace, rt: Runtime) -> int:
+    raw_now = args.now or os.environ.get(NOW_ENV)
+    try:
+        now = parse_now(raw_now) if raw_now else utcnow()
+    except ValueError as exc:
+        raise MailHelperError(f"--now / {NOW_ENV}: {exc}") from None
+    with rt.sessions() as session:
+        report = cutoff_report(session, rt.settings, days=args.days, now=now)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    flags = report["flags"]
+    print(f"window: {report['window']['start']} .. {report['window']['end']}")
+    print(
+        f"phase {flags['phase']}: USE_LEGACY_JOBS={flags['USE_LEGACY_JOBS']} "
+        f"LEGACY_FALLBACK={flags['LEGACY_FALLBACK']}"
+    )
+    for name, b in report["backends"].items():
+        rate = "-" if b["success_rate"] is None else f"{b['success_rate'] * 100:.2f} %"
+        lat = b["latency_ms"]["enqueue_to_start"]
+        print(f"{name}: {b['total']} jobs, success {rate}, enqueue->start p95 {lat['p95']} ms")
+    print(f"last legacy job: {report['last_legacy_job_at']}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from mailhelper.processes import run_worker, worker_argv
+
+    settings = resolve_settings(load_settings())
+    argv = worker_argv(
+        settings,
+        concurrency=args.concurrency,
+        max_tasks_per_child=args.max_tasks_per_child,
+        hostname=args.hostname,
+        loglevel=args.loglevel,
+        include=args.include,
+    )
+    return run_worker(settings, argv)
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from mailhelper.processes import run_beat
+
+    settings = resolve_settings(load_settings())
+    return run_beat(settings, schedule=args.schedule, loglevel=args.loglevel)
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    from mailhelper.processes import flower_credentials, run_flower
+
+    settings = resolve_settings(load_settings())
+    return run_flower(
+        settings,
+        address=args.address,
+        port=args.port,
+        url_prefix=args.url_prefix,
+        db=args.db,
+        basic_auth=flower_credentials(settings),
+    )
+
+
 def cmd_serve(args: argparse.Namespace, rt: Runtime) -> int:
     from mailhelper.web import create_app
 
@@ -205,6 +308,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("rotate-keys", help="rotate the master key and rewrap all data keys")
 
+    es = sub.add_parser("enqueue-sync", help="queue a sync of one account (dispatcher)")
+    es.add_argument("--account", required=True, type=int)
+    es.add_argument("--wait", type=float, default=0, help="seconds to wait for the outcome")
+    es.add_argument("--json", action="store_true")
+
+    rj = sub.add_parser("reconcile-jobs", help="hand jobs left pending over again")
+    rj.add_argument("--json", action="store_true")
+
+    cr = sub.add_parser("cutoff-report", help="job figures for the phase gates")
+    cr.add_argument("--days", type=float, default=7.0)
+    cr.add_argument("--json", action="store_true")
+    cr.add_argument("--now", help=f"ISO 8601 time to report at (tests; or {NOW_ENV})")
+
+    wk = sub.add_parser("worker", help="Celery worker (systemd: mail-helper-celery-worker)")
+    wk.add_argument("--concurrency", type=int, help="pool processes (config default)")
+    wk.add_argument("--max-tasks-per-child", type=int, help="recycle a pool process after N")
+    wk.add_argument("--hostname", help="node name, e.g. worker1@%%h")
+    wk.add_argument("--loglevel", default="INFO")
+    wk.add_argument("--include", action="append", default=[], help="extra task module")
+
+    bt = sub.add_parser("beat", help="Celery beat (systemd: mail-helper-celery-beat)")
+    bt.add_argument("--schedule", type=Path, help="schedule state file")
+    bt.add_argument("--loglevel", default="INFO")
+
+    fl = sub.add_parser("flower", help="Flower (systemd: mail-helper-celery-flower)")
+    fl.add_argument("--address", help="listen address (MAILHELPER_FLOWER_ADDRESS)")
+    fl.add_argument("--port", type=int, help="listen port (MAILHELPER_FLOWER_PORT)")
+    fl.add_argument("--url-prefix", help="path prefix behind a proxy")
+    fl.add_argument("--db", type=Path, help="Flower state file (MAILHELPER_FLOWER_DB)")
+
     sv = sub.add_parser("serve", help="development web server")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", default=5000, type=int)
@@ -219,6 +352,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Runtime], int]] = {
     "show-message": cmd_show_message,
     "rotate-keys": cmd_rotate_keys,
     "serve": cmd_serve,
+    "enqueue-sync": cmd_enqueue_sync,
+    "reconcile-jobs": cmd_reconcile_jobs,
+    "cutoff-report": cmd_cutoff_report,
+}
+PROCESSES: dict[str, Callable[[argparse.Namespace], int]] = {
+    "worker": cmd_worker,
+    "beat": cmd_beat,
+    "flower": cmd_flower,
 }
 
 
@@ -232,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "db":
             return cmd_db(args)
+        if args.command in PROCESSES:
+            return PROCESSES[args.command](args)
         rt = build_runtime()
         return COMMANDS[args.command](args, rt)
     except ConfigError as exc:

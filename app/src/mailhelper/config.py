@@ -7,6 +7,8 @@ sources: secrets come from Vault KV after an AppRole login, never from the envir
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -38,6 +40,48 @@ class VaultSettings:
     timeout: float = 10.0
 
 
+LEGACY_MODULE = "mailhelper.legacy_jobs"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The jobs layer: backends, Celery reliability limits, schedules, worker and Flower.
+
+    Invariants checked by `load_settings`: soft time limit < hard time limit < broker
+    visibility timeout, and every countdown (fan-out jitter, retry backoff) shorter than the
+    visibility timeout (a delayed message held longer would be delivered twice)."""
+
+    soft_time_limit: float = 900.0
+    time_limit: float = 1200.0
+    visibility_timeout: float = 3600.0
+    max_retries: int = 5
+    retry_backoff: float = 30.0
+    retry_backoff_max: float = 1800.0
+    sync_interval: float = 300.0
+    sync_jitter: float = 60.0
+    sync_expires: float = 600.0
+    broker_timeout: float = 2.0
+    reconcile_interval: float = 60.0
+    pending_grace: float = 30.0
+    queue: str = "mailhelper"
+    legacy_queue_size: int = 100
+    legacy_workers: int = 2
+    legacy_retry_delays: tuple[float, ...] = (30.0, 120.0, 600.0)
+    legacy_drain_timeout: float = 30.0
+    worker_concurrency: int = 2
+    worker_max_tasks_per_child: int = 100
+    beat_schedule_file: Path | None = None
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_url_prefix: str = ""
+    flower_db: Path | None = None
+
+    @property
+    def account_lock_ttl(self) -> float:
+        """How long a per-account fan-out lock may live: queued (expiry) plus running."""
+        return self.sync_expires + self.time_limit
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the app needs to start, resolved and validated."""
@@ -58,10 +102,25 @@ class Settings:
     sync_lock_timeout: float = 600.0
     data_key_cache_seconds: float = 300.0
     registration_open: bool = True
+    use_legacy_jobs_flag: bool | None = None  # USE_LEGACY_JOBS as configured (None: absent)
+    use_legacy_jobs: bool = True  # effective: jobs run on the legacy in-process queue
+    legacy_fallback: bool = False
+    legacy_module_present: bool = True
+    jobs: JobSettings = field(default_factory=JobSettings)
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def job_phase(self) -> int:
+        """0 legacy queue, 1 Celery with legacy fallback, 2 Celery only (legacy module still
+        installed), 3 Celery only without the legacy module."""
+        if self.use_legacy_jobs:
+            return 0
+        if self.legacy_fallback:
+            return 1
+        return 2 if self.legacy_module_present else 3
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -84,6 +143,94 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     if value <= minimum:
         raise ConfigError(f"{name} must be greater than {minimum:g}, got {raw!r}")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    value = _number(env, name, default, minimum=minimum)
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number, got {env.get(name)!r}")
+    return int(value)
+
+
+def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default, minimum=-math.inf)
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {env.get(name)!r}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    return value == "true"
+
+
+def legacy_module_present() -> bool:
+    """Whether mailhelper/legacy_jobs.py is installed (found, not imported)."""
+    return importlib.util.find_spec(LEGACY_MODULE) is not None
+
+
+def _job_settings(env: Mapping[str, str], data_dir: Path) -> JobSettings:
+    delays_raw = env.get("MAILHELPER_LEGACY_RETRY_DELAYS") or "30,120,600"
+    try:
+        delays = tuple(float(x) for x in delays_raw.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(
+            f"MAILHELPER_LEGACY_RETRY_DELAYS must be comma-separated seconds, got {delays_raw!r}"
+        ) from None
+    if any(d < 0 for d in delays):
+        raise ConfigError("MAILHELPER_LEGACY_RETRY_DELAYS must not be negative")
+    jobs = JobSettings(
+        soft_time_limit=_number(env, "MAILHELPER_JOB_SOFT_TIME_LIMIT", 900.0),
+        time_limit=_number(env, "MAILHELPER_JOB_TIME_LIMIT", 1200.0),
+        visibility_timeout=_number(env, "MAILHELPER_BROKER_VISIBILITY_TIMEOUT", 3600.0),
+        max_retries=_count(env, "MAILHELPER_JOB_MAX_RETRIES", 5, minimum=-1),
+        retry_backoff=_number(env, "MAILHELPER_JOB_RETRY_BACKOFF", 30.0),
+        retry_backoff_max=_number(env, "MAILHELPER_JOB_RETRY_BACKOFF_MAX", 1800.0),
+        sync_interval=_number(env, "MAILHELPER_SYNC_INTERVAL", 300.0),
+        sync_jitter=_seconds_or_zero(env, "MAILHELPER_SYNC_JITTER", 60.0),
+        sync_expires=_number(env, "MAILHELPER_SYNC_EXPIRES", 600.0),
+        broker_timeout=_number(env, "MAILHELPER_BROKER_TIMEOUT", 2.0),
+        reconcile_interval=_number(env, "MAILHELPER_RECONCILE_INTERVAL", 60.0),
+        pending_grace=_seconds_or_zero(env, "MAILHELPER_PENDING_GRACE", 30.0),
+        queue=env.get("MAILHELPER_CELERY_QUEUE") or "mailhelper",
+        legacy_queue_size=_count(env, "MAILHELPER_LEGACY_QUEUE_SIZE", 100),
+        legacy_workers=_count(env, "MAILHELPER_LEGACY_WORKERS", 2),
+        legacy_retry_delays=delays,
+        legacy_drain_timeout=_number(env, "MAILHELPER_LEGACY_DRAIN_TIMEOUT", 30.0),
+        worker_concurrency=_count(env, "MAILHELPER_WORKER_CONCURRENCY", 2),
+        worker_max_tasks_per_child=_count(env, "MAILHELPER_WORKER_MAX_TASKS_PER_CHILD", 100),
+        beat_schedule_file=Path(
+            env.get("MAILHELPER_BEAT_SCHEDULE_FILE") or data_dir / "celerybeat-schedule"
+        ),
+        flower_address=env.get("MAILHELPER_FLOWER_ADDRESS") or "127.0.0.1",
+        flower_port=_count(env, "MAILHELPER_FLOWER_PORT", 5555),
+        flower_url_prefix=(env.get("MAILHELPER_FLOWER_URL_PREFIX") or "").strip("/"),
+        flower_db=Path(env.get("MAILHELPER_FLOWER_DB") or data_dir / "flower.db"),
+    )
+    if not jobs.soft_time_limit < jobs.time_limit < jobs.visibility_timeout:
+        raise ConfigError(
+            "MAILHELPER_JOB_SOFT_TIME_LIMIT < MAILHELPER_JOB_TIME_LIMIT < "
+            "MAILHELPER_BROKER_VISIBILITY_TIMEOUT must hold (a job still running when the "
+            f"broker redelivers it would run twice); got {jobs.soft_time_limit:g}, "
+            f"{jobs.time_limit:g}, {jobs.visibility_timeout:g}"
+        )
+    for name, value in (
+        ("MAILHELPER_SYNC_JITTER", jobs.sync_jitter),
+        ("MAILHELPER_JOB_RETRY_BACKOFF_MAX", jobs.retry_backoff_max),
+    ):
+        if value >= jobs.visibility_timeout:
+            raise ConfigError(
+                f"{name} ({value:g} s) must be shorter than MAILHELPER_BROKER_VISIBILITY_TIMEOUT "
+                f"({jobs.visibility_timeout:g} s): a delayed message is redelivered after it"
+            )
+    if jobs.sync_expires <= jobs.sync_jitter:
+        raise ConfigError("MAILHELPER_SYNC_EXPIRES must be longer than MAILHELPER_SYNC_JITTER")
+    return jobs
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
@@ -158,6 +305,32 @@ KNOWN_VARIABLES = frozenset(
         "MAILHELPER_SYNC_LOCK_TIMEOUT",
         "MAILHELPER_DATA_KEY_CACHE_SECONDS",
         "MAILHELPER_REGISTRATION",
+        "USE_LEGACY_JOBS",
+        "LEGACY_FALLBACK",
+        "MAILHELPER_JOB_SOFT_TIME_LIMIT",
+        "MAILHELPER_JOB_TIME_LIMIT",
+        "MAILHELPER_BROKER_VISIBILITY_TIMEOUT",
+        "MAILHELPER_JOB_MAX_RETRIES",
+        "MAILHELPER_JOB_RETRY_BACKOFF",
+        "MAILHELPER_JOB_RETRY_BACKOFF_MAX",
+        "MAILHELPER_SYNC_INTERVAL",
+        "MAILHELPER_SYNC_JITTER",
+        "MAILHELPER_SYNC_EXPIRES",
+        "MAILHELPER_BROKER_TIMEOUT",
+        "MAILHELPER_RECONCILE_INTERVAL",
+        "MAILHELPER_PENDING_GRACE",
+        "MAILHELPER_CELERY_QUEUE",
+        "MAILHELPER_LEGACY_QUEUE_SIZE",
+        "MAILHELPER_LEGACY_WORKERS",
+        "MAILHELPER_LEGACY_RETRY_DELAYS",
+        "MAILHELPER_LEGACY_DRAIN_TIMEOUT",
+        "MAILHELPER_WORKER_CONCURRENCY",
+        "MAILHELPER_WORKER_MAX_TASKS_PER_CHILD",
+        "MAILHELPER_BEAT_SCHEDULE_FILE",
+        "MAILHELPER_FLOWER_ADDRESS",
+        "MAILHELPER_FLOWER_PORT",
+        "MAILHELPER_FLOWER_URL_PREFIX",
+        "MAILHELPER_FLOWER_DB",
     }
 )
 
@@ -264,6 +437,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         env, "MAILHELPER_REGISTRATION", ("open", "closed"), "closed" if production else "open"
     )
 
+    legacy_flag = _flag(env, "USE_LEGACY_JOBS")
+    fallback = bool(_flag(env, "LEGACY_FALLBACK"))
+    module_present = legacy_module_present()
+    if not module_present:
+        for name, value in (("USE_LEGACY_JOBS", legacy_flag), ("LEGACY_FALLBACK", fallback)):
+            if value:
+                raise ConfigError(
+                    f"{name}=true but the legacy job queue (mailhelper/legacy_jobs.py) is not "
+                    f"installed: phase 3 removed it. Remove {name} from the configuration "
+                    "(MAILHELPER_CONFIG_FILE or the environment), or roll back to restore "
+                    "the module"
+                )
+    # absent: the embedded default (no broker configured) keeps the legacy queue; anything
+    # with a broker runs on Celery. Phase 0 writes USE_LEGACY_JOBS=true explicitly.
+    use_legacy = (module_present and not redis_url) if legacy_flag is None else legacy_flag
+    if not use_legacy and not redis_url:
+        raise ConfigError(
+            "REDIS_URL is required when jobs run on Celery "
+            f"(USE_LEGACY_JOBS={'false' if legacy_flag is False else 'absent'})"
+        )
+
     return Settings(
         env=mode,
         data_dir=data_dir,
@@ -281,6 +475,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sync_lock_timeout=_number(env, "MAILHELPER_SYNC_LOCK_TIMEOUT", 600.0),
         data_key_cache_seconds=_number(env, "MAILHELPER_DATA_KEY_CACHE_SECONDS", 300.0),
         registration_open=registration == "open",
+        use_legacy_jobs_flag=legacy_flag,
+        use_legacy_jobs=use_legacy,
+        legacy_fallback=fallback and not use_legacy,
+        legacy_module_present=module_present,
+        jobs=_job_settings(env, data_dir),
     )
 
 

@@ -74,3 +74,7 @@ class ConnectionDroppedError(TransientSyncError):
 
 class SyncBusyError(TransientSyncError):
     """Another sync of the same account holds the lock for too long."""
+
+
+class JobRejectedError(MailHelperError):
+    """The job backend refused a job (the bounded legacy queue is full); try again later."""

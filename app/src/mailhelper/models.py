@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -133,6 +134,13 @@ class Message(Base):
 
 
 class JobRun(Base):
+    """One job request: written by the dispatcher before any backend sees it.
+
+    backend: legacy | celery | fallback (legacy queue used because the broker was down).
+    status: pending (recorded, not yet handed over) -> queued -> running [-> retrying ->
+    running ...] -> success | failed; `expired` when a scheduled job was not started in time.
+    """
+
     __tablename__ = "job_runs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -150,3 +158,4 @@ class JobRun(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    force: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

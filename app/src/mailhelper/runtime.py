@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +15,9 @@ from mailhelper.db import make_engine, make_sessionmaker
 from mailhelper.keys import KeyProvider, build_key_provider
 from mailhelper.sync import MailSyncService
 from mailhelper.vault import VaultSession, resolve_production_secrets
+
+if TYPE_CHECKING:
+    from mailhelper.dispatcher import JobDispatcher
 
 
 @dataclass
@@ -28,7 +33,16 @@ class Runtime:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    @functools.cached_property
+    def jobs(self) -> JobDispatcher:
+        """The job dispatcher (legacy queue / Celery, as the configuration says)."""
+        from mailhelper.dispatcher import JobDispatcher
+
+        return JobDispatcher(self)
+
     def close(self) -> None:
+        if "jobs" in self.__dict__:
+            self.jobs.close()
         self.engine.dispose()
 
 

@@ -14,8 +14,7 @@ from mailhelper.accounts import (
     get_account,
     list_accounts,
 )
-from mailhelper.dispatch import run_sync_inline
-from mailhelper.errors import NotFoundError, ValidationError
+from mailhelper.errors import JobRejectedError, NotFoundError, ValidationError
 from mailhelper.web.auth import db, login_required, runtime
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
@@ -69,9 +68,10 @@ def remove(account_id: int) -> Any:
 @login_required
 def sync_now(account_id: int) -> Any:
     owned_account(account_id)
-    _job, result, error = run_sync_inline(runtime(), g.user.id, account_id, force=True)
-    if error is not None:
-        flash(f"sync failed: {error}")
-    elif result is not None:
-        flash(f"sync done: {result.new} new, {result.deleted} removed")
+    try:
+        job = runtime().jobs.submit_sync(g.user.id, account_id, force=True)
+    except JobRejectedError as exc:
+        flash(f"sync not queued: {exc}")
+    else:
+        flash(f"sync queued (job {job.id})")
     return redirect(url_for("accounts.index")), 303

@@ -17,8 +17,7 @@ from mailhelper.accounts import (
     list_accounts,
     update_account,
 )
-from mailhelper.dispatch import run_sync_inline
-from mailhelper.errors import NotFoundError, ValidationError
+from mailhelper.errors import JobRejectedError, NotFoundError, ValidationError
 from mailhelper.mailbox import get_message, list_messages, raw_bytes, read_message
 from mailhelper.models import JobRun, MailAccount
 from mailhelper.users import authenticate, create_user, issue_token, revoke_token
@@ -176,19 +175,13 @@ def remove_account(account_id: int) -> Any:
 @bp.post("/accounts/<int:account_id>/sync")
 @api_auth
 def sync(account_id: int) -> Any:
+    """Queue a sync (202 with the job; poll GET /api/v1/jobs/ID for its outcome)."""
     owned(account_id)
-    job, result, error = run_sync_inline(runtime(), g.user.id, account_id, force=True)
-    payload: dict[str, Any] = {"job": job_view(job)}
-    if error is not None:
-        payload["error"] = {
-            "kind": "permanent" if error.permanent else "transient",
-            "type": type(error).__name__,
-            "detail": str(error),
-        }
-        return jsonify(payload), 502
-    assert result is not None  # noqa: S101 - success path
-    payload["result"] = result.to_dict()
-    return jsonify(payload)
+    try:
+        job = runtime().jobs.submit_sync(g.user.id, account_id, force=True)
+    except JobRejectedError as exc:
+        return jsonify({"error": "Service Unavailable", "detail": str(exc)}), 503
+    return jsonify({"job": job_view(job)}), 202
 
 
 @bp.get("/accounts/<int:account_id>/messages")

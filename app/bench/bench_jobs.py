@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Jobs benchmark (not a test): enqueue->start latency of no-op jobs through the dispatcher
+(`job_runs` row first, then Celery) beside a bare `task.delay()`, on the same worker.
+
+Starts private PostgreSQL and Redis (production ACL, AOF) with the test fixtures' code and
+one `mailhelper worker` (prefork, concurrency 1). Latency is measured open-loop at a fixed
+rate below the worker's capacity (no queueing), throughput with a burst of the same jobs.
+
+    .venv-app/bin/python app/bench/bench_jobs.py [--jobs 1000] [--rate 50] [--json]
+
+Dispatcher latency = job_runs.started_at - job_runs.enqueued_at (the row is written inside
+the measured span); plain latency = the task's start time - the time before `delay()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+APP = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(APP))
+
+from mailhelper import db  # noqa: E402
+from mailhelper.celery_app import configure  # noqa: E402
+from mailhelper.config import load_settings  # noqa: E402
+from mailhelper.cutoff import percentile  # noqa: E402
+from mailhelper.job_execution import KIND_NOOP  # noqa: E402
+from mailhelper.job_runs import seconds_between  # noqa: E402
+from mailhelper.models import JobRun  # noqa: E402
+from mailhelper.runtime import build_runtime  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+from tests.jobsenv import Worker  # noqa: E402
+from tests.servers import PostgresServer, RedisServer  # noqa: E402
+from tests.worker_tasks import PLAIN_LATENCY_KEY, plain_noop  # noqa: E402
+
+
+def stats(values: list[float]) -> dict[str, float | int | None]:
+    values = sorted(values)
+    ms = [v * 1000 for v in values]
+    return {
+        "count": len(ms),
+        "p50_ms": round(percentile(ms, 50) or 0, 2),
+        "p95_ms": round(percentile(ms, 95) or 0, 2),
+        "max_ms": round(ms[-1], 2) if ms else None,
+    }
+
+
+def paced(n: int, rate: float, fn) -> None:  # noqa: ANN001
+    interval = 1.0 / rate
+    start = time.monotonic()
+    for i in range(n):
+        delay = start + i * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        fn()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=50.0, help="jobs/s of the latency runs")
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--no-fsync", action="store_true", help="PostgreSQL with fsync off")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    pg = PostgresServer(durable=not args.no_fsync).start()
+    redis = RedisServer().start()
+    tmp = Path(tempfile.mkdtemp(prefix="mh-bench-jobs-"))
+    worker = None
+    rt = None
+    try:
+        url = pg.create_database("bench")
+        db.upgrade(url)
+        env = {
+            "HOME": str(tmp),
+            "MAILHELPER_DATA_DIR": str(tmp / "data"),
+            "DATABASE_URL": url,
+            "REDIS_URL": redis.url(0),
+            "USE_LEGACY_JOBS": "false",
+            "LEGACY_FALLBACK": "false",
+            "MAILHELPER_CELERY_QUEUE": "bench",
+        }
+        settings = load_settings(env)
+        rt = build_runtime(settings)
+        configure(settings)  # the module app, for the plain delay()
+        worker = Worker(
+            env, tmp, name="bench", concurrency=1, extra=("--include=tests.worker_tasks",)
+        )
+        worker.start()
+        client = redis.client()
+
+        def dispatch() -> None:
+            rt.jobs.submit(KIND_NOOP)
+
+        def plain() -> None:
+            plain_noop.apply_async((time.time(),), queue="bench")
+
+        def dispatched_done(after: int) -> int:
+            with rt.sessions() as s:
+                return s.scalar(
+                    select(func.count()).where(JobRun.id > after, JobRun.status == "success")
+                )
+
+        def last_id() -> int:
+            with rt.sessions() as s:
+                return s.scalar(select(func.max(JobRun.id))) or 0
+
+        def wait(pred, timeout: float = 600) -> float:  # noqa: ANN001
+            deadline = time.monotonic() + timeout
+            while not pred():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("jobs did not finish")
+                time.sleep(0.02)
+            return time.monotonic()
+
+        # warm-up: the worker builds its runtime, connections are opened
+        base = last_id()
+        paced(args.warmup, args.rate, dispatch)
+        paced(args.warmup, args.rate, plain)
+        wait(lambda: dispatched_done(base) >= args.warmup)
+        wait(lambda: client.llen(PLAIN_LATENCY_KEY) >= args.warmup)
+        client.delete(PLAIN_LATENCY_KEY)
+
+        results: dict[str, dict] = {}
+        # latency: open loop, alternating the order to share the machine's noise fairly
+        base = last_id()
+        t0 = time.monotonic()
+        paced(args.jobs, args.rate, dispatch)
+        enqueue_s = time.monotonic() - t0
+        wait(lambda: dispatched_done(base) >= args.jobs)
+        with rt.sessions() as s:
+            rows = s.execute(
+                select(JobRun.enqueued_at, JobRun.started_at).where(JobRun.id > base)
+            ).all()
+        results["dispatcher"] = stats([seconds_between(e, st) for e, st in rows])
+        results["dispatcher"]["enqueue_call_ms_avg"] = round(enqueue_s / args.jobs * 1000, 3)
+
+        paced(args.jobs, args.rate, plain)
+        wait(lambda: client.llen(PLAIN_LATENCY_KEY) >= args.jobs)
+        plain_lat = [float(x) for x in client.lrange(PLAIN_LATENCY_KEY, 0, -1)]
+        results["plain_delay"] = stats(plain_lat)
+        client.delete(PLAIN_LATENCY_KEY)
+
+        # throughput: a burst of N jobs, first enqueue to last success
+        base = last_id()
+        t0 = time.monotonic()
+        for _ in range(args.jobs):
+            dispatch()
+        t1 = wait(lambda: dispatched_done(base) >= args.jobs)
+        results["dispatcher"]["burst_jobs_per_s"] = round(args.jobs / (t1 - t0), 1)
+        t0 = time.monotonic()
+        for _ in range(args.jobs):
+            plain()
+        t1 = wait(lambda: client.llen(PLAIN_LATENCY_KEY) >= args.jobs)
+        results["plain_delay"]["burst_jobs_per_s"] = round(args.jobs / (t1 - t0), 1)
+
+        d95, p95 = results["dispatcher"]["p95_ms"], results["plain_delay"]["p95_ms"]
+        results["targets"] = {
+            "dispatcher_p95_le_20ms": d95 <= 20,
+            "dispatcher_p95_le_1.5x_plain": d95 <= 1.5 * p95,
+            "ratio_p95": round(d95 / p95, 2) if p95 else None,
+        }
+        results["setup"] = {
+            "jobs": args.jobs,
+            "rate_per_s": args.rate,
+            "postgresql_fsync": not args.no_fsync,
+            "worker": "prefork, concurrency 1, prefetch 1, acks late",
+            "loadavg": os.getloadavg(),
+        }
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            for name in ("dispatcher", "plain_delay"):
+                r = results[name]
+                print(
+                    f"{name:12s} enqueue->start p50 {r['p50_ms']:7.2f} ms"
+                    f"  p95 {r['p95_ms']:7.2f} ms  max {r['max_ms']:7.2f} ms"
+                    f"  burst {r['burst_jobs_per_s']:7.1f} jobs/s"
+                )
+            print(f"targets: {results['targets']}")
+            print(f"setup: {results['setup']}")
+        client.close()
+    finally:
+        if worker is not None:
+            worker.stop()
+        if rt is not None:
+            rt.close()
+        redis.stop()
+        pg.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

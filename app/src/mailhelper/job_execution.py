@@ -1,0 +1,78 @@
+"""Runs one recorded job, whatever the backend: start, handler, outcome in `job_runs`.
+
+Transient errors (`TransientSyncError` and whatever the backend adds, e.g. Celery's soft
+time limit) ask for a retry while the backend still allows one; permanent errors and
+everything unexpected fail the job at once, with the error stored in the row.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mailhelper import job_runs
+from mailhelper.errors import NotFoundError, PermanentSyncError, TransientSyncError
+from mailhelper.models import JobRun
+
+if TYPE_CHECKING:
+    from mailhelper.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+KIND_SYNC = "sync_user_emails"
+KIND_NOOP = "noop"
+
+
+class Outcome(enum.Enum):
+    SUCCESS = "success"
+    RETRY = "retry"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # unknown or already finished: a duplicate delivery
+
+
+def _sync(rt: Runtime, job: JobRun) -> None:
+    if job.account_id is None:
+        raise NotFoundError("the account of this job was deleted")
+    rt.sync.sync_account(job.account_id, force=job.force)
+
+
+def _noop(_rt: Runtime, _job: JobRun) -> None:
+    """Does nothing: measures the jobs layer itself (app/bench/bench_jobs.py)."""
+
+
+HANDLERS: dict[str, Callable[[Runtime, JobRun], None]] = {KIND_SYNC: _sync, KIND_NOOP: _noop}
+
+
+def run_job(
+    rt: Runtime,
+    job_id: int,
+    *,
+    can_retry: bool,
+    transient: tuple[type[BaseException], ...] = (TransientSyncError,),
+) -> tuple[Outcome, JobRun | None]:
+    job = job_runs.start(rt.sessions, job_id)
+    if job is None:
+        log.info("job %s is unknown or already finished; skipped", job_id)
+        return Outcome.SKIPPED, None
+    handler = HANDLERS.get(job.kind)
+    try:
+        if handler is None:
+            raise NotFoundError(f"unknown job kind {job.kind!r}")
+        handler(rt, job)
+    except transient as exc:
+        if can_retry:
+            job_runs.retrying(rt.sessions, job, exc)
+            return Outcome.RETRY, job
+        job_runs.finish(rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
+        return Outcome.FAILED, job
+    except (PermanentSyncError, NotFoundError) as exc:
+        job_runs.finish(rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
+        return Outcome.FAILED, job
+    except Exception as exc:
+        log.exception("job %s (%s) failed unexpectedly", job.id, job.kind)
+        job_runs.finish(rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
+        return Outcome.FAILED, job
+    job_runs.finish(rt.sessions, job, job_runs.SUCCESS)
+    return Outcome.SUCCESS, job

@@ -1,0 +1,31 @@
+"""job_runs.force: whether the job syncs an account that a permanent error disabled.
+
+Explicit requests (web "Sync now", API) are forced; scheduled fan-out jobs are not. The
+reconciler re-enqueues a pending job with the same flag.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-28
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("job_runs") as batch:
+        batch.add_column(
+            sa.Column("force", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("job_runs") as batch:
+        batch.drop_column("force")

@@ -1,0 +1,100 @@
+"""Redelivery after SIGKILL, prefetch 1, Redis restarted with jobs queued (AOF)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from mailhelper.job_execution import KIND_NOOP
+from mailhelper.models import Message
+from mailhelper.runtime import Runtime
+from sqlalchemy import func, select
+
+from tests.conftest import make_mailbox
+from tests.jobsenv import Worker, wait_job, wait_until
+from tests.mailgen import message
+from tests.servers import DovecotServer, RedisServer
+
+MakeRuntime = Callable[..., Runtime]
+
+
+def stored(rt: Runtime, account_id: int) -> tuple[int, int]:
+    """(rows, distinct UIDs) of an account."""
+    with rt.sessions() as s:
+        return s.execute(
+            select(func.count(), func.count(func.distinct(Message.uid))).where(
+                Message.account_id == account_id
+            )
+        ).one()
+
+
+def test_worker_killed_mid_sync_job_is_redelivered_and_completes(
+    jobs_env: dict[str, str],
+    jobs_runtime_factory: MakeRuntime,
+    redis_server: RedisServer,
+    dovecot: DovecotServer,
+    tmp_path: Path,
+) -> None:
+    # own Redis database (own unacked set) and queue, short visibility timeout
+    env = {
+        **jobs_env,
+        "REDIS_URL": redis_server.url(1),
+        "MAILHELPER_CELERY_QUEUE": "mh-kill",
+        "MAILHELPER_JOB_SOFT_TIME_LIMIT": "7",
+        "MAILHELPER_JOB_TIME_LIMIT": "8",
+        "MAILHELPER_BROKER_VISIBILITY_TIMEOUT": "9",
+        "MAILHELPER_SYNC_BATCH_MESSAGES": "20",
+    }
+    rt = jobs_runtime_factory(**env)
+    box = make_mailbox(rt, dovecot)
+    total = 1200
+    rng = random.Random(7)
+    box.dovecot.write_maildir(
+        box.imap_user, [(message(i, 4000, rng=rng), "S") for i in range(total)]
+    )
+    first = Worker(env, tmp_path, name="victim", concurrency=1).start()
+    job = rt.jobs.submit_sync(box.user_id, box.account_id, force=True)
+    wait_job(rt, job.id, ("running",))
+    wait_until(lambda: stored(rt, box.account_id)[0] >= 40, 30, 0.01)
+    # prefetch 1: while the sync runs, a second job is not reserved by the busy worker
+    second = rt.jobs.submit(KIND_NOOP)
+    client = redis_server.client(1)
+    assert client.llen("mh-kill") == 1
+    first.kill()
+    at_kill = stored(rt, box.account_id)[0]
+    assert 0 < at_kill < total  # killed in the middle of the sync
+    assert wait_job(rt, job.id, ("running",)).attempts == 1
+    assert client.hlen("unacked") == 1  # the sync's message, not acked, waits for redelivery
+
+    rescuer = Worker(env, tmp_path, name="rescuer", concurrency=1).start()
+    try:
+        assert wait_job(rt, second.id, ("success",), 30).attempts == 1
+        done = wait_job(rt, job.id, ("success", "failed"), 60)
+    finally:
+        client.close()
+        rescuer.stop()
+    assert (done.status, done.attempts) == ("success", 2)  # job_runs shows the retry
+    assert stored(rt, box.account_id) == (total, total)  # no message stored twice
+
+
+def test_redis_restart_loses_no_queued_job(
+    jobs_env: dict[str, str],
+    jobs_runtime_factory: MakeRuntime,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    env = {**jobs_env, "REDIS_URL": redis_server.url(2), "MAILHELPER_CELERY_QUEUE": "mh-restart"}
+    rt = jobs_runtime_factory(**env)
+    jobs = [rt.jobs.submit(KIND_NOOP) for _ in range(20)]
+    assert {j.status for j in jobs} == {"queued"}
+    redis_server.restart(hard=True)  # SIGKILL: only the append-only file survives
+    client = redis_server.client(2)
+    assert client.llen("mh-restart") == 20
+    client.close()
+    worker = Worker(env, tmp_path, name="after-restart", concurrency=2).start()
+    try:
+        for j in jobs:
+            assert wait_job(rt, j.id, ("success", "failed")).status == "success"
+    finally:
+        worker.stop()

@@ -3,8 +3,8 @@
 Explicit requests (web "Sync now", API) are forced; scheduled fan-out jobs are not. The
 reconciler re-enqueues a pending job with the same flag.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-28
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -36,15 +36,19 @@ def secrets_in_process(pid: int, values: list[str]) -> list[str]:
     return found
 
 
-def get(url: str, auth: str | None = None) -> int:
+def fetch(url: str, auth: str | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(url)  # noqa: S310 - http://127.0.0.1 only
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-            return resp.status
+            return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, b""
+
+
+def get(url: str, auth: str | None = None) -> int:
+    return fetch(url, auth)[0]
 
 
 def test_production_worker_and_flower_read_secrets_from_vault_only(
@@ -95,7 +99,10 @@ def test_production_worker_and_flower_read_secrets_from_vault_only(
         assert get(f"{base}/", f"{flower_user}:wrong") == 401
         assert get(f"{base}/", f"{flower_user}:{flower_pw}") == 200
         assert get(f"{base}/broker", f"{flower_user}:{flower_pw}") == 200
-        assert get(f"{base}/api/workers?refresh=1", f"{flower_user}:{flower_pw}") == 200
+        # Flower inspects the workers over the broker (control broadcast under the ACL)
+        status, body = fetch(f"{base}/api/workers?refresh=1", f"{flower_user}:{flower_pw}")
+        assert status == 200
+        assert any(name.startswith("prod@") for name in json.loads(body)), body[:300]
     finally:
         flower.stop()
         worker.stop()

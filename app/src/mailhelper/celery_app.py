@@ -61,7 +61,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "timezone": "UTC",
         "enable_utc": True,
-        "worker_send_task_events": True,
+        # task events cost three broker publishes per job; Flower switches them on in the
+        # workers it watches (enable_events), so they are off unless somebody looks
+        "worker_send_task_events": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_max_tasks_per_child": jobs.worker_max_tasks_per_child,
         "beat_schedule": {

@@ -241,8 +241,9 @@ class JobDispatcher:
             client.close()
 
     def ping_workers(self, timeout: float = 1.0) -> list[str]:
-        """Names of the workers that answered a Celery ping within `timeout`."""
-        replies = self.celery.control.ping(timeout=timeout)
+        """Name of a worker that answered a Celery ping (returns at the first reply, or
+        empty after `timeout`)."""
+        replies = self.celery.control.ping(timeout=timeout, limit=1)
         return sorted(name for reply in replies for name in reply)
 
     def close(self) -> None:

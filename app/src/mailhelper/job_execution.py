@@ -45,6 +45,19 @@ def _noop(_rt: Runtime, _job: JobRun) -> None:
 HANDLERS: dict[str, Callable[[Runtime, JobRun], None]] = {KIND_SYNC: _sync, KIND_NOOP: _noop}
 
 
+def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether `exc` or an exception it was raised from/while handling is one of `kinds`
+    (a soft time limit that interrupts a database call surfaces as the driver's error)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def run_job(
     rt: Runtime,
     job_id: int,
@@ -71,6 +84,16 @@ def run_job(
         job_runs.finish(rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
         return Outcome.FAILED, job
     except Exception as exc:
+        if _caused_by(exc, transient):
+            # interrupted in the middle of a database call: the pooled connections may be
+            # mid-protocol, so drop them before the row is updated
+            rt.engine.dispose()
+            log.warning("job %s interrupted (%s); treated as transient", job.id, exc)
+            if can_retry:
+                job_runs.retrying(rt.sessions, job, exc)
+                return Outcome.RETRY, job
+            job_runs.finish(rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
+            return Outcome.FAILED, job
         log.exception("job %s (%s) failed unexpectedly", job.id, job.kind)
         job_runs.finish(rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
         return Outcome.FAILED, job

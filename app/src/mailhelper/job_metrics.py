@@ -3,6 +3,7 @@ what the Celery workers (other processes, other hosts) did."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
@@ -11,7 +12,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailhelper.models import JobRun
+from mailhelper.models import JobRun, utcnow
+
+WINDOW = dt.timedelta(hours=24)
 
 
 class JobRunsCollector(Collector):
@@ -21,14 +24,14 @@ class JobRunsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
             "mailhelper_job_runs",
-            "Rows in job_runs by backend and status (all processes)",
+            "Jobs recorded in the last 24 hours by backend and current status (all processes)",
             labels=["backend", "status"],
         )
         with self.sessions() as session:
             rows = session.execute(
-                select(JobRun.backend, JobRun.status, func.count()).group_by(
-                    JobRun.backend, JobRun.status
-                )
+                select(JobRun.backend, JobRun.status, func.count())
+                .where(JobRun.enqueued_at >= utcnow() - WINDOW)
+                .group_by(JobRun.backend, JobRun.status)
             ).all()
         for backend, status, count in rows:
             gauge.add_metric([backend, status], count)

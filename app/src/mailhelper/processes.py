@@ -42,7 +42,6 @@ def worker_argv(
         f"--concurrency={concurrency or jobs.worker_concurrency}",
         f"--max-tasks-per-child={max_tasks_per_child or jobs.worker_max_tasks_per_child}",
         f"--queues={jobs.queue}",
-        "--task-events",
         "--without-mingle",
         "--without-gossip",
     ]

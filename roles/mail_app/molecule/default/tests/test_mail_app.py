@@ -131,8 +131,9 @@ def test_config_file(host):
     assert (f.user, f.group, f.mode) == ("root", USER, 0o640)
     text = f.content_string
     assert "MAILHELPER_ENV=production" in text
-    assert "USE_LEGACY_JOBS=true" in text
-    assert "LEGACY_FALLBACK=false" in text
+    # side_effect.yml flipped phase 0 -> 1 at the end
+    assert "USE_LEGACY_JOBS=false" in text
+    assert "LEGACY_FALLBACK=true" in text
     assert "DATABASE_URL=postgresql://mailhelper_app@127.0.0.1:5432/mailhelper" in text
 
 
@@ -219,3 +220,19 @@ def test_wheelhouse_installed_offline(host):
     freeze = host.check_output(f"{current}/venv/bin/pip freeze")
     assert "mailhelper==" in freeze
     assert "async-timeout==" in freeze  # the target's marker (Python 3.11.2 < 3.11.3)
+
+
+def test_phase_flip_restarted_and_stays_healthy(host):
+    flip = json.loads((EPHEMERAL / "flip.json").read_text())
+    before = flip["health_before"]["jobs"]
+    assert (before["phase"], before["backend"], before["USE_LEGACY_JOBS"]) == (0, "legacy", True)
+    assert flip["pid_after"] != flip["pid_before"]
+    status, body = http(host, "GET", "/health")
+    assert status == 200, body
+    data = json.loads(body)
+    assert data["jobs"]["phase"] == 1
+    assert data["jobs"]["backend"] == "celery"
+    # the app read the Redis password from Vault and logged in as its ACL user
+    assert data["checks"]["redis"]["status"] == "ok", data
+    # no worker in this scenario: degraded, still 200 (requests fall back to legacy)
+    assert data["status"] == "degraded"

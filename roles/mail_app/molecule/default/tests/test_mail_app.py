@@ -4,6 +4,7 @@ Alembic schema, versioned releases with rollback, and no secret where it must no
 import json
 import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def stack() -> dict:
 def secrets(stack) -> list[str]:
     return [
         stack["secret_id"],
+        stack["secret_id_2"],
         stack["postgresql"]["app_password"],
         stack["postgresql"]["migrator_password"],
         stack["redis"]["app_password"],
@@ -236,3 +238,51 @@ def test_phase_flip_restarted_and_stays_healthy(host):
     assert data["checks"]["redis"]["status"] == "ok", data
     # no worker in this scenario: degraded, still 200 (requests fall back to legacy)
     assert data["status"] == "degraded"
+
+
+def test_zz_secret_id_rotation_with_diff_shows_no_secret(host, stack, tmp_path):
+    """Last test: a deployment with a new secret_id under --diff rewrites the credential,
+    restarts the unit (healthy again with the new secret_id), and prints neither value."""
+    play = tmp_path / "rotate.yml"
+    play.write_text(
+        "- hosts: all\n"
+        "  vars:\n"
+        "    mail_app_vault_addr: https://127.0.0.1:8200\n"
+        f"    mail_app_vault_ca_file: {EPHEMERAL}/vault/tls/ca.crt\n"
+        f"    mail_app_vault_role_id: {stack['role_id']}\n"
+        f"    mail_app_vault_secret_id: {stack['secret_id_2']}\n"
+        "    mail_app_use_legacy_jobs: false\n"
+        "    mail_app_legacy_fallback: true\n"
+        "  roles:\n"
+        "    - role: mail_app\n"
+    )
+    pid_before = show(host, SERVICE, "MainPID")
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(EPHEMERAL / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(Path(__file__).resolve().parents[4]),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    run = subprocess.run(
+        [
+            "ansible-playbook",
+            "--diff",
+            "-i",
+            os.environ.get("MOLECULE_INVENTORY_FILE", str(EPHEMERAL / "inventory")),
+            str(play),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert "Write the AppRole credentials" in output
+    for secret in (stack["secret_id"], stack["secret_id_2"]):
+        assert secret not in output
+    assert host.file(f"{CREDS}/vault-secret-id").content_string.strip() == stack["secret_id_2"]
+    assert show(host, SERVICE, "MainPID") != pid_before
+    status, body = http(host, "GET", "/health")
+    assert status == 200, body

@@ -159,6 +159,12 @@ def _after_fork(**_kwargs: Any) -> None:
     # nothing built in the parent may be shared with a forked pool process
     _state.runtime = None
     _state.redis = None
+    # build the runtime now, not in the first job: a pool process replaced after
+    # --max-tasks-per-child would otherwise delay the job it takes next
+    try:
+        worker_runtime()
+    except Exception:  # the first job builds it again and reports the error in job_runs
+        _state.runtime = None
 
 
 @signals.worker_process_shutdown.connect

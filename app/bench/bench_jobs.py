@@ -67,6 +67,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=16.0, help="jobs/s of the latency run")
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--no-fsync", action="store_true", help="PostgreSQL with fsync off")
+    ap.add_argument(
+        "--max-tasks-per-child", type=int, default=1000, help="worker pool recycling (config)"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -91,7 +94,14 @@ def main() -> int:
         rt = build_runtime(settings)
         configure(settings)  # the module app, for the plain delay()
         worker = Worker(
-            env, tmp, name="bench", concurrency=1, extra=("--include=tests.worker_tasks",)
+            env,
+            tmp,
+            name="bench",
+            concurrency=1,
+            extra=(
+                "--include=tests.worker_tasks",
+                f"--max-tasks-per-child={args.max_tasks_per_child}",
+            ),
         )
         worker.start()
         client = redis.client()
@@ -172,7 +182,8 @@ def main() -> int:
             "jobs": args.jobs,
             "rate_per_s_both_kinds": args.rate,
             "postgresql_fsync": not args.no_fsync,
-            "worker": "prefork, concurrency 1, prefetch 1, acks late",
+            "worker": "prefork, concurrency 1, prefetch 1, acks late, "
+            f"max tasks per child {args.max_tasks_per_child}",
             "loadavg": os.getloadavg(),
         }
         if args.json:

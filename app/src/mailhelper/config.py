@@ -69,7 +69,7 @@ class JobSettings:
     legacy_retry_delays: tuple[float, ...] = (30.0, 120.0, 600.0)
     legacy_drain_timeout: float = 30.0
     worker_concurrency: int = 2
-    worker_max_tasks_per_child: int = 100
+    worker_max_tasks_per_child: int = 1000
     beat_schedule_file: Path | None = None
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
@@ -203,7 +203,7 @@ def _job_settings(env: Mapping[str, str], data_dir: Path) -> JobSettings:
         legacy_retry_delays=delays,
         legacy_drain_timeout=_number(env, "MAILHELPER_LEGACY_DRAIN_TIMEOUT", 30.0),
         worker_concurrency=_count(env, "MAILHELPER_WORKER_CONCURRENCY", 2),
-        worker_max_tasks_per_child=_count(env, "MAILHELPER_WORKER_MAX_TASKS_PER_CHILD", 100),
+        worker_max_tasks_per_child=_count(env, "MAILHELPER_WORKER_MAX_TASKS_PER_CHILD", 1000),
         beat_schedule_file=Path(
             env.get("MAILHELPER_BEAT_SCHEDULE_FILE") or data_dir / "celerybeat-schedule"
         ),

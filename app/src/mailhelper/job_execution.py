@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailhelper import job_runs
-from mailhelper.errors import NotFoundError, PermanentSyncError, TransientSyncError
+from mailhelper.errors import NotFoundError, PermanentSyncError, SyncError, TransientSyncError
 from mailhelper.models import JobRun
 
 if TYPE_CHECKING:
@@ -75,6 +75,10 @@ def run_job(
             raise NotFoundError(f"unknown job kind {job.kind!r}")
         handler(rt, job)
     except transient as exc:
+        if not isinstance(exc, SyncError):
+            # a time limit interrupts whatever runs, possibly a database call: the pooled
+            # connections may be mid-protocol, so drop them before the row is updated
+            rt.engine.dispose()
         if can_retry:
             job_runs.retrying(rt.sessions, job, exc)
             return Outcome.RETRY, job
@@ -85,9 +89,7 @@ def run_job(
         return Outcome.FAILED, job
     except Exception as exc:
         if _caused_by(exc, transient):
-            # interrupted in the middle of a database call: the pooled connections may be
-            # mid-protocol, so drop them before the row is updated
-            rt.engine.dispose()
+            rt.engine.dispose()  # as above: interrupted in the middle of a database call
             log.warning("job %s interrupted (%s); treated as transient", job.id, exc)
             if can_retry:
                 job_runs.retrying(rt.sessions, job, exc)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the app's pytest suite against real PostgreSQL 15, OpenBao and Dovecot (started by the
+# Run the app's pytest suite against real PostgreSQL 15, OpenBao, Dovecot and Redis (started by the
 # fixtures on free ports, as temporary per-run instances; never the system-wide services).
 # Usage (from anywhere): tests/harness/run-app-tests.sh [--junitxml=PATH] [pytest args...]
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$root"
 
 # Debian server packages. Their postinst must not start system-wide daemons: the fixtures
 # run their own instances. A policy-rc.d we add is removed again; one that exists is kept.
-pkgs=(postgresql-15 dovecot-imapd)
+pkgs=(postgresql-15 dovecot-imapd redis-server)
 need=0
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need=1

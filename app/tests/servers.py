@@ -52,6 +52,18 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def terminate(proc: subprocess.Popen | None) -> None:
+    """Stop a server process politely, then firmly if it does not go within 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        proc.kill()
+        proc.wait()
+
+
 def private_dir(prefix: str, owner: str | None = None) -> Path:
     """A temp dir others can traverse (daemons drop privileges), owned by `owner`."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
@@ -279,13 +291,7 @@ class BaoServer:
         return path
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         if getattr(self, "log", None):
             self.log.close()
         shutil.rmtree(self.home, ignore_errors=True)
@@ -592,13 +598,7 @@ class RedisServer:
         self.start()
 
     def stop_process(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
     def stop(self) -> None:
         self.stop_process()

@@ -1,0 +1,33 @@
+"""site.yml deploys the whole stack onto separate hosts, and a second run changes nothing."""
+
+from __future__ import annotations
+
+import time
+
+from stacklib import RESULTS, TIMINGS, Stack, run_playbook
+
+
+def test_every_app_host_is_healthy_after_the_cold_deploy(deployed: Stack) -> None:
+    for host in ("app1", "app2"):
+        assert deployed.app_healthy(host), f"{host}: /health is not 200"
+
+
+def test_second_site_run_reports_no_change(deployed: Stack) -> None:
+    start = time.monotonic()
+    result = run_playbook("playbooks/site.yml", log="site-second")
+    TIMINGS["site.yml second (no change)"] = time.monotonic() - start
+    assert result.returncode == 0, result.tail()
+    assert set(result.recap) >= {"vault1", "data1", "app1", "app2", "worker1", "imap1"}, (
+        result.recap
+    )
+    changed = {
+        host: counts["changed"] for host, counts in result.recap.items() if counts["changed"]
+    }
+    assert not changed, "\n".join(result.changed_tasks())
+
+
+def test_site_prints_where_the_app_and_flower_answer(deployed: Stack) -> None:
+    output = (RESULTS / "stack-site-second.log").read_text()
+    assert f"App:    http://{deployed.ip('app1')}:8000" in output
+    assert f"Flower: http://{deployed.ip('worker1')}:5555" in output
+    assert "Vault CA, init output and deployer credentials:" in output

@@ -15,7 +15,15 @@ from sqlalchemy import inspect
 
 from tests.servers import PostgresServer
 
-TABLES = {"users", "api_tokens", "mail_accounts", "folders", "messages", "job_runs"}
+TABLES = {
+    "users",
+    "api_tokens",
+    "mail_accounts",
+    "folders",
+    "messages",
+    "job_runs",
+    "phase_transitions",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -221,6 +221,32 @@ def cmd_cutoff_report(args: argparse.Namespace, rt: Runtime) -> int:
     return 0
 
 
+def cmd_phase(args: argparse.Namespace, rt: Runtime) -> int:
+    from mailhelper.phase_history import record_transition, summary
+
+    raw_now = args.now or os.environ.get(NOW_ENV)
+    try:
+        now = parse_now(raw_now) if raw_now else utcnow()
+    except ValueError as exc:
+        raise MailHelperError(f"--now / {NOW_ENV}: {exc}") from None
+    with rt.sessions() as session:
+        if args.phase_command == "record":
+            record_transition(
+                session,
+                to_phase=args.to_phase,
+                from_phase=args.from_phase,
+                actor=args.actor,
+                source=args.source,
+                forced=args.forced,
+                reason=args.reason,
+                at=now,
+            )
+            session.commit()
+        result = summary(session, now=now)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from mailhelper.processes import run_worker, worker_argv
 
@@ -318,6 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
     rj = sub.add_parser("reconcile-jobs", help="hand jobs left pending over again")
     rj.add_argument("--json", action="store_true")
 
+    ph = sub.add_parser("phase", help="the recorded history of the job-queue phases")
+    phsub = ph.add_subparsers(dest="phase_command", required=True)
+    phs = phsub.add_parser("show", help="print the current recorded phase and its history (JSON)")
+    phs.add_argument("--now", help=f"ISO 8601 time (tests; or {NOW_ENV})")
+    phr = phsub.add_parser("record", help="record a transition (the phase playbooks do)")
+    phr.add_argument("--to", dest="to_phase", type=int, required=True, choices=[0, 1, 2, 3])
+    phr.add_argument("--from", dest="from_phase", type=int, choices=[0, 1, 2, 3])
+    phr.add_argument("--actor", required=True, help="who moved the stack")
+    phr.add_argument("--source", default="", help="e.g. the playbook")
+    phr.add_argument("--forced", action="store_true", help="a gate was overridden")
+    phr.add_argument("--reason", help="required with --forced")
+    phr.add_argument("--now", help=f"ISO 8601 time of the transition (tests; or {NOW_ENV})")
+
     cr = sub.add_parser("cutoff-report", help="job figures for the phase gates")
     cr.add_argument("--days", type=float, default=7.0)
     cr.add_argument("--json", action="store_true")
@@ -357,6 +396,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Runtime], int]] = {
     "enqueue-sync": cmd_enqueue_sync,
     "reconcile-jobs": cmd_reconcile_jobs,
     "cutoff-report": cmd_cutoff_report,
+    "phase": cmd_phase,
 }
 PROCESSES: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker,

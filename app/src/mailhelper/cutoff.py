@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from mailhelper import job_runs
+from mailhelper import job_runs, phase_history
 from mailhelper.config import Settings
 from mailhelper.models import JobRun
 
@@ -114,4 +114,5 @@ def cutoff_report(session: Session, settings: Settings, *, days: float, now: dt.
         "legacy_jobs": backends["legacy"]["total"],
         "fallback_jobs": backends["fallback"]["total"],
         "last_legacy_job_at": _iso(last_legacy),
+        "phase_history": phase_history.summary(session, now=now),
     }

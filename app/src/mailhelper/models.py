@@ -159,3 +159,19 @@ class JobRun(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
     force: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class PhaseTransition(Base):
+    """One step of the legacy-queue → Celery migration (phase 0 → 1 → 2 → 3, or back),
+    recorded by the phase playbooks: when, who, from where, and whether a gate was forced."""
+
+    __tablename__ = "phase_transitions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    from_phase: Mapped[int | None] = mapped_column(Integer)
+    to_phase: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(200), default="")
+    forced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    reason: Mapped[str | None] = mapped_column(Text)

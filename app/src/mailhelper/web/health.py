@@ -41,6 +41,19 @@ def _workers() -> dict[str, Any]:
     return {"workers": names}
 
 
+def _recorded_phase() -> dict[str, Any] | None:
+    """The latest recorded phase transition (the phase playbooks write them); not a check:
+    when the database is down the database check already says so."""
+    from mailhelper.phase_history import describe, latest
+
+    try:
+        with runtime().sessions() as session:
+            row = latest(session)
+            return describe(row) if row else None
+    except Exception as exc:
+        return {"error": type(exc).__name__}
+
+
 @bp.route("/health")
 def health() -> Any:
     rt = runtime()
@@ -67,6 +80,7 @@ def health() -> Any:
             "USE_LEGACY_JOBS": settings.use_legacy_jobs_flag,
             "LEGACY_FALLBACK": settings.legacy_fallback,
             "legacy_module_present": settings.legacy_module_present,
+            "recorded_phase": _recorded_phase(),
         },
     }
     return jsonify(body), 200 if critical_ok else 503

@@ -127,3 +127,28 @@ def test_health_shows_the_recorded_phase(runtime: Runtime) -> None:
     recorded = client.get("/health").get_json()["jobs"]["recorded_phase"]
     assert recorded["to_phase"] == 1
     assert recorded["actor"] == "ops"
+
+
+def test_ping_workers_lists_the_workers_that_answer(
+    jobs_env: dict[str, str],
+    session_worker: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in jobs_env.items():
+        monkeypatch.setenv(key, value)
+    code, out = run(monkeypatch, capsys, "ping-workers", "--timeout", "5")
+    assert code == 0, out
+    assert any(name.startswith("session@") for name in out["workers"]), out
+
+
+def test_ping_workers_exits_75_when_no_worker_answers(
+    jobs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in jobs_env.items():
+        monkeypatch.setenv(key, value)
+    # A database number no worker listens on: the broker answers, nobody replies.
+    monkeypatch.setenv("REDIS_URL", jobs_env["REDIS_URL"].rsplit("/", 1)[0] + "/9")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert cli.main(["ping-workers", "--timeout", "1"]) == 75
+    assert json.loads(capsys.readouterr().out) == {"workers": []}

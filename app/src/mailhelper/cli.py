@@ -247,6 +247,14 @@ def cmd_phase(args: argparse.Namespace, rt: Runtime) -> int:
     return 0
 
 
+def cmd_ping_workers(args: argparse.Namespace, rt: Runtime) -> int:
+    """Which Celery workers answer a ping (the phase 1 gate asks); exit 75 when none does."""
+    replies = rt.jobs.celery.control.ping(timeout=args.timeout)
+    names = sorted(name for reply in replies for name in reply)
+    print(json.dumps({"workers": names}))
+    return 0 if names else EXIT_TRANSIENT
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from mailhelper.processes import run_worker, worker_argv
 
@@ -357,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     phr.add_argument("--reason", help="required with --forced")
     phr.add_argument("--now", help=f"ISO 8601 time of the transition (tests; or {NOW_ENV})")
 
+    pw = sub.add_parser("ping-workers", help="list the Celery workers that answer (JSON)")
+    pw.add_argument("--timeout", type=float, default=3.0)
+
     cr = sub.add_parser("cutoff-report", help="job figures for the phase gates")
     cr.add_argument("--days", type=float, default=7.0)
     cr.add_argument("--json", action="store_true")
@@ -397,6 +408,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Runtime], int]] = {
     "reconcile-jobs": cmd_reconcile_jobs,
     "cutoff-report": cmd_cutoff_report,
     "phase": cmd_phase,
+    "ping-workers": cmd_ping_workers,
 }
 PROCESSES: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker,

@@ -7,10 +7,12 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
-from stacklib import TIMINGS, Stack, run_playbook
+from stacklib import TIMINGS, USERS, Api, Stack, run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +40,46 @@ def deployed(stack: Stack) -> Stack:
     TIMINGS["site.yml cold"] = time.monotonic() - start
     assert result.returncode == 0, result.tail()
     return stack
+
+
+@pytest.fixture(scope="session")
+def synced(deployed: Stack) -> dict[str, dict[str, Any]]:
+    """Both users created, an account each added through app1, synced by the worker."""
+    out: dict[str, dict[str, Any]] = {}
+    for user in USERS:
+        email, password = f"{user}@example.org", f"stack-test-{user}-pw"
+        deployed.admin("app1", ["create-user", "--email", email], stdin=f"{password}\n{password}\n")
+        token = requests.post(
+            deployed.app_url("app1", "/api/v1/auth/token"),
+            json={"email": email, "password": password},
+            timeout=30,
+        )
+        assert token.status_code == 201, token.text
+        # The second app host serves the same users (shared database and Vault).
+        api = Api(deployed.app_url("app2", "/api/v1"), token.json()["token"])
+        account = api.post(
+            "/accounts",
+            {
+                "host": "imap1",
+                "port": 993,
+                "tls": "implicit",
+                "username": user,
+                "password": deployed.imap_password(user),
+            },
+        )
+        assert account.status_code == 201, account.text
+        job = api.post(f"/accounts/{account.json()['id']}/sync")
+        assert job.status_code == 202, job.text
+        out[user] = {"api": api, "account": account.json()["id"], "job": job.json()["job"]}
+    deadline = time.monotonic() + 180
+    for user in USERS:
+        while True:
+            state = out[user]["api"].get(f"/jobs/{out[user]['job']['id']}").json()
+            if state["status"] in ("done", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        out[user]["final"] = state
+    return out
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import imaplib
 import json
 import os
 import re
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ import hvac
 import requests
 import testinfra
 
+USERS = ("alice", "bob")
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "tests" / "stack" / "inventory"
 RESULTS = ROOT / ".cache" / "test-results"
@@ -172,5 +175,60 @@ class Stack:
             found[f"{host}:{directory}/vault-secret-id"] = value
         return found
 
+    def psql(self, sql: str) -> str:
+        """SQL on the database host as postgres (for injecting gate figures in tests)."""
+        return self.exec(
+            "data1",
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                "psql",
+                "-d",
+                "mailhelper",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                sql,
+            ],
+        ).stdout.strip()
+
+    def health(self, host: str) -> dict[str, Any]:
+        return requests.get(self.app_url(host, "/health"), timeout=10).json()
+
+    def state_file(self, host: str) -> dict[str, Any]:
+        out = self.exec(host, ["cat", "/etc/ansible/facts.d/mailhelper_phase.fact"], check=False)
+        return json.loads(out.stdout) if out.returncode == 0 else {}
+
     def imap_password(self, user: str) -> str:
         return (self.state_dir / f"imap_{user}").read_text().strip()
+
+
+def imap_subjects(stack: Stack, user: str) -> list[str]:
+    """Ground truth: every subject in the demo mailbox, straight from Dovecot."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # only the test reads here; the app verifies
+    subjects = []
+    with imaplib.IMAP4_SSL(stack.ip("imap1"), 993, ssl_context=ctx) as imap:
+        imap.login(user, stack.imap_password(user))
+        for folder in ("INBOX", "Archive"):
+            imap.select(folder, readonly=True)
+            _, data = imap.search(None, "ALL")
+            for num in data[0].split():
+                _, parts = imap.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                header = parts[0][1].decode().strip()
+                subjects.append(header.split(":", 1)[1].strip())
+    return subjects
+
+
+class Api:
+    def __init__(self, base: str, token: str) -> None:
+        self.base, self.headers = base, {"Authorization": f"Bearer {token}"}
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.base + path, headers=self.headers, timeout=30)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> requests.Response:
+        return requests.post(self.base + path, json=body or {}, headers=self.headers, timeout=30)

@@ -3,86 +3,13 @@ messages decrypted for their owner only and stored encrypted in PostgreSQL; Flow
 
 from __future__ import annotations
 
-import imaplib
-import ssl
 import time
 from typing import Any
 
 import pytest
 import requests
 
-from stacklib import Stack
-
-USERS = ("alice", "bob")
-
-
-def imap_subjects(stack: Stack, user: str) -> list[str]:
-    """Ground truth: every subject in the demo mailbox, straight from Dovecot."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # only the test reads here; the app verifies
-    subjects = []
-    with imaplib.IMAP4_SSL(stack.ip("imap1"), 993, ssl_context=ctx) as imap:
-        imap.login(user, stack.imap_password(user))
-        for folder in ("INBOX", "Archive"):
-            imap.select(folder, readonly=True)
-            _, data = imap.search(None, "ALL")
-            for num in data[0].split():
-                _, parts = imap.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-                header = parts[0][1].decode().strip()
-                subjects.append(header.split(":", 1)[1].strip())
-    return subjects
-
-
-class Api:
-    def __init__(self, base: str, token: str) -> None:
-        self.base, self.headers = base, {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(self.base + path, headers=self.headers, timeout=30)
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> requests.Response:
-        return requests.post(self.base + path, json=body or {}, headers=self.headers, timeout=30)
-
-
-@pytest.fixture(scope="module")
-def synced(deployed: Stack) -> dict[str, dict[str, Any]]:
-    """Both users created, an account each added through app1, synced by the worker."""
-    out: dict[str, dict[str, Any]] = {}
-    for user in USERS:
-        email, password = f"{user}@example.org", f"stack-test-{user}-pw"
-        deployed.admin("app1", ["create-user", "--email", email], stdin=f"{password}\n{password}\n")
-        token = requests.post(
-            deployed.app_url("app1", "/api/v1/auth/token"),
-            json={"email": email, "password": password},
-            timeout=30,
-        )
-        assert token.status_code == 201, token.text
-        # The second app host serves the same users (shared database and Vault).
-        api = Api(deployed.app_url("app2", "/api/v1"), token.json()["token"])
-        account = api.post(
-            "/accounts",
-            {
-                "host": "imap1",
-                "port": 993,
-                "tls": "implicit",
-                "username": user,
-                "password": deployed.imap_password(user),
-            },
-        )
-        assert account.status_code == 201, account.text
-        job = api.post(f"/accounts/{account.json()['id']}/sync")
-        assert job.status_code == 202, job.text
-        out[user] = {"api": api, "account": account.json()["id"], "job": job.json()["job"]}
-    deadline = time.monotonic() + 180
-    for user in USERS:
-        while True:
-            state = out[user]["api"].get(f"/jobs/{out[user]['job']['id']}").json()
-            if state["status"] in ("done", "failed") or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        out[user]["final"] = state
-    return out
+from stacklib import USERS, Stack, imap_subjects
 
 
 def test_sync_jobs_finished_on_the_backend_of_the_active_phase(

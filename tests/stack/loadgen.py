@@ -1,0 +1,109 @@
+"""A load generator for the phase walk: sync requests and API reads against every app
+host, in threads, recording every response and every accepted job."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import requests
+
+
+@dataclass
+class Client:
+    """One user: its token and account."""
+
+    token: str
+    account: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Load:
+    app_urls: list[str]
+    clients: list[Client]
+    sync_interval: float = 0.5  # seconds between sync requests per thread
+    read_interval: float = 0.25
+    results: Counter = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    jobs: list[tuple[Client, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> Load:
+        self._threads = [
+            threading.Thread(target=self._loop, args=(kind,), daemon=True, name=f"load-{kind}")
+            for kind in ("sync", "read", "read")
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _loop(self, kind: str) -> None:
+        targets = itertools.cycle(
+            [(url, client) for url in self.app_urls for client in self.clients]
+        )
+        interval = self.sync_interval if kind == "sync" else self.read_interval
+        while not self._stop.is_set():
+            url, client = next(targets)
+            try:
+                if kind == "sync":
+                    resp = requests.post(
+                        f"{url}/api/v1/accounts/{client.account}/sync",
+                        headers=client.headers,
+                        timeout=30,
+                    )
+                    ok = resp.status_code == 202
+                    if ok:
+                        with self._lock:
+                            self.jobs.append((client, resp.json()["job"]["id"]))
+                else:
+                    resp = requests.get(
+                        f"{url}/api/v1/accounts/{client.account}/messages",
+                        headers=client.headers,
+                        timeout=30,
+                    )
+                    ok = resp.status_code == 200
+                outcome = f"{kind} {resp.status_code}"
+                if not ok:
+                    self.failures.append(f"{time.strftime('%X')} {url} {outcome} {resp.text[:200]}")
+            except requests.RequestException as exc:
+                outcome = f"{kind} error"
+                self.failures.append(
+                    f"{time.strftime('%X')} {url} {kind} {type(exc).__name__}: {exc}"
+                )
+            with self._lock:
+                self.results[outcome] += 1
+            self._stop.wait(interval)
+
+    def unfinished_jobs(self, app_url: str, timeout: float) -> dict[int, str]:
+        """Wait until every accepted job has finished; return those that did not succeed."""
+        deadline = time.monotonic() + timeout
+        pending = dict((job, client) for client, job in self.jobs)
+        bad: dict[int, str] = {}
+        while pending and time.monotonic() < deadline:
+            for job, client in list(pending.items()):
+                state = requests.get(
+                    f"{app_url}/api/v1/jobs/{job}", headers=client.headers, timeout=30
+                ).json()
+                if state["status"] == "success":
+                    pending.pop(job)
+                elif state["status"] in ("failed", "expired"):
+                    bad[job] = f"{state['status']}: {state['error']}"
+                    pending.pop(job)
+            if pending:
+                time.sleep(2)
+        bad.update({job: "not finished" for job in pending})
+        return bad

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""A slow TCP relay for the graceful-restart test: it holds each connection for a while
-before relaying to the real IMAP server, then delays every reply chunk, so a sync through
-it runs long enough to be interrupted by a deployment.
+"""A slow TCP relay for the graceful-restart test, in front of the real IMAP server: after
+the first FREE reply chunks of a connection (greeting and capabilities, which the app must
+get within its 15 s connect timeout) it delays every reply chunk by DELAY seconds until
+BUDGET seconds of delay are spent. A sync through it runs long enough to be interrupted by
+a deployment, while no single wait comes near the app's 30 s read timeout.
 
-usage: slow_imap_proxy.py LISTEN_PORT UPSTREAM_PORT GREETING_DELAY CHUNK_DELAY
+usage: slow_imap_proxy.py LISTEN_PORT UPSTREAM_PORT FREE DELAY BUDGET
 """
 
 import contextlib
@@ -13,10 +15,14 @@ import threading
 import time
 
 
-def pump(src: socket.socket, dst: socket.socket, delay: float) -> None:
+def pump(src: socket.socket, dst: socket.socket, free: int, delay: float, budget: float) -> None:
     try:
         while data := src.recv(65536):
-            time.sleep(delay)
+            if free > 0:
+                free -= 1
+            elif budget > 0:
+                time.sleep(delay)
+                budget -= delay
             dst.sendall(data)
     except OSError:
         pass
@@ -26,20 +32,19 @@ def pump(src: socket.socket, dst: socket.socket, delay: float) -> None:
                 s.shutdown(socket.SHUT_RDWR)
 
 
-def handle(client: socket.socket, upstream_port: int, greeting: float, chunk: float) -> None:
-    time.sleep(greeting)
-    upstream = socket.create_connection(("127.0.0.1", upstream_port))
-    threading.Thread(target=pump, args=(client, upstream, 0.0), daemon=True).start()
-    pump(upstream, client, chunk)
+def handle(client: socket.socket, upstream: int, free: int, delay: float, budget: float) -> None:
+    server = socket.create_connection(("127.0.0.1", upstream))
+    threading.Thread(target=pump, args=(client, server, 0, 0.0, 0.0), daemon=True).start()
+    pump(server, client, free, delay, budget)
 
 
 def main() -> None:
-    listen, upstream = int(sys.argv[1]), int(sys.argv[2])
-    greeting, chunk = float(sys.argv[3]), float(sys.argv[4])
+    listen, upstream, free = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    delay, budget = float(sys.argv[4]), float(sys.argv[5])
     server = socket.create_server(("127.0.0.1", listen))
     while True:
         client, _ = server.accept()
-        args = (client, upstream, greeting, chunk)
+        args = (client, upstream, free, delay, budget)
         threading.Thread(target=handle, args=args, daemon=True).start()
 
 

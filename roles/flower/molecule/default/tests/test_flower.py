@@ -173,7 +173,7 @@ def test_no_secret_in_unit_command_lines_environment_or_journal(host, stack, aut
         host.check_output(f"systemctl cat {UNIT}"),
         host.check_output(f"systemctl show {UNIT}"),
         host.check_output("ps -eo args"),
-        host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ"),
+        host.check_output(f"runuser -u {USER} -- cat /proc/{pid}/environ | tr '\\0' '\\n'"),
         host.run("journalctl --no-pager -o cat").stdout,
     ]
     for secret in secrets:

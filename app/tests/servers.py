@@ -188,6 +188,9 @@ class PostgresServer:
 
 # -- OpenBao -----------------------------------------------------------------------------
 
+# vault-policies/ of the bundle (app/tests -> repository root).
+REPO_POLICIES = Path(__file__).resolve().parents[2] / "vault-policies"
+
 APP_POLICY = """
 path "transit/datakey/plaintext/mailhelper" { capabilities = ["update"] }
 path "transit/decrypt/mailhelper" { capabilities = ["update"] }
@@ -262,9 +265,16 @@ class BaoServer:
         client.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
         client.sys.create_or_update_policy("mailhelper-app", APP_POLICY)
         client.sys.create_or_update_policy("mailhelper-rotator", ROTATOR_POLICY)
+        # The bundle's own policies for the identities that must get by with less.
+        for name in ("worker", "flower"):
+            client.sys.create_or_update_policy(
+                f"mailhelper-{name}", (REPO_POLICIES / f"{name}.hcl").read_text()
+            )
         for role, policy in (
             ("mailhelper-app", "mailhelper-app"),
             ("rotator", "mailhelper-rotator"),
+            ("mailhelper-worker", "mailhelper-worker"),
+            ("mailhelper-flower", "mailhelper-flower"),
         ):
             client.auth.approle.create_or_update_approle(
                 role_name=role, token_policies=[policy], token_ttl="1h", mount_point="approle"

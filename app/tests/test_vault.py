@@ -187,3 +187,38 @@ def test_production_missing_kv_secret_is_named(
     monkeypatch.delenv("MAILHELPER_MIGRATOR_DATABASE_URL")
     assert run_cli(["db", "upgrade"], monkeypatch=monkeypatch) == 1
     assert "MAILHELPER_MIGRATOR_DATABASE_URL" in capsys.readouterr().err
+
+
+def test_each_process_reads_only_the_secrets_its_policy_allows(
+    production: dict[str, str],
+    bao: BaoServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers and beat (mailhelper-worker) and Flower (mailhelper-flower) start with the
+    bundle's own policies: they ask Vault only for what those allow."""
+    from mailhelper.processes import flower_credentials
+    from mailhelper.runtime import resolve_settings
+    from mailhelper.vault import FLOWER_SECRETS, WORKER_SECRETS
+
+    bao.write_kv("flower", {"username": "flower", "password": "flower-test-pw"})
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(bao.credentials_dir("mailhelper-worker")))
+    with pytest.raises(KeyProviderError, match="kv/mailhelper/flask"):
+        resolve_settings()  # everything the web app reads: the worker may not
+    worker = resolve_settings(secrets=WORKER_SECRETS)
+    assert bao.kv["postgresql"]["app_password"] in worker.database_url
+    assert bao.kv["redis"]["app_password"] in (worker.redis_url or "")
+    assert worker.secret_key != bao.kv["flask"]["secret_key"]
+    rt = build_runtime(worker, secrets=WORKER_SECRETS)  # what a worker process builds
+    try:
+        rt.check_database()
+        assert rt.keys.name == "vault"
+    finally:
+        rt.close()
+
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(bao.credentials_dir("mailhelper-flower")))
+    with pytest.raises(KeyProviderError, match="kv/mailhelper/postgresql"):
+        resolve_settings(secrets=WORKER_SECRETS)
+    flower = resolve_settings(secrets=FLOWER_SECRETS)
+    assert bao.kv["redis"]["app_password"] in (flower.redis_url or "")
+    assert bao.kv["postgresql"]["app_password"] not in flower.database_url
+    assert flower_credentials(flower) == "flower:flower-test-pw"

@@ -94,8 +94,9 @@ class _WorkerApp(Celery):
         # configuration (and, in production, the Vault secrets) on first use
         if _state.settings is None:
             from mailhelper.runtime import resolve_settings
+            from mailhelper.vault import WORKER_SECRETS
 
-            _state.settings = resolve_settings()
+            _state.settings = resolve_settings(secrets=WORKER_SECRETS)
             self.conf.update(celery_config(_state.settings))
 
 
@@ -129,8 +130,9 @@ def worker_runtime() -> Runtime:
     with _state.lock:
         if _state.runtime is None:
             from mailhelper.runtime import build_runtime
+            from mailhelper.vault import WORKER_SECRETS
 
-            _state.runtime = build_runtime(current_settings())
+            _state.runtime = build_runtime(current_settings(), secrets=WORKER_SECRETS)
         return _state.runtime
 
 

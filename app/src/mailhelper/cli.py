@@ -257,8 +257,9 @@ def cmd_ping_workers(args: argparse.Namespace, rt: Runtime) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from mailhelper.processes import run_worker, worker_argv
+    from mailhelper.vault import WORKER_SECRETS
 
-    settings = resolve_settings(load_settings())
+    settings = resolve_settings(load_settings(), secrets=WORKER_SECRETS)
     argv = worker_argv(
         settings,
         concurrency=args.concurrency,
@@ -272,15 +273,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_beat(args: argparse.Namespace) -> int:
     from mailhelper.processes import run_beat
+    from mailhelper.vault import WORKER_SECRETS
 
-    settings = resolve_settings(load_settings())
+    settings = resolve_settings(load_settings(), secrets=WORKER_SECRETS)
     return run_beat(settings, schedule=args.schedule, loglevel=args.loglevel)
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
     from mailhelper.processes import flower_credentials, run_flower
+    from mailhelper.vault import FLOWER_SECRETS
 
-    settings = resolve_settings(load_settings())
+    settings = resolve_settings(load_settings(), secrets=FLOWER_SECRETS)
     return run_flower(
         settings,
         address=args.address,

@@ -14,7 +14,7 @@ from mailhelper.crypto import CipherFactory
 from mailhelper.db import make_engine, make_sessionmaker
 from mailhelper.keys import KeyProvider, build_key_provider
 from mailhelper.sync import MailSyncService
-from mailhelper.vault import VaultSession, resolve_production_secrets
+from mailhelper.vault import WEB_SECRETS, VaultSession, resolve_production_secrets
 
 if TYPE_CHECKING:
     from mailhelper.dispatcher import JobDispatcher
@@ -46,18 +46,27 @@ class Runtime:
         self.engine.dispose()
 
 
-def resolve_settings(settings: Settings | None = None, *, migrator: bool = False) -> Settings:
-    """Settings with production secrets filled in from Vault KV."""
+def resolve_settings(
+    settings: Settings | None = None,
+    *,
+    migrator: bool = False,
+    secrets: frozenset[str] = WEB_SECRETS,
+) -> Settings:
+    """Settings with the production secrets this process needs filled in from Vault KV."""
     settings = settings or load_settings()
     if settings.production:
         settings = resolve_production_secrets(
-            settings, VaultSession(settings.vault), migrator=migrator
+            settings, VaultSession(settings.vault), migrator=migrator, secrets=secrets
         )
     return settings
 
 
-def build_runtime(settings: Settings | None = None) -> Runtime:
-    settings = resolve_settings(settings)
+def build_runtime(
+    settings: Settings | None = None, *, secrets: frozenset[str] = WEB_SECRETS
+) -> Runtime:
+    """Database, keys and sync service. Celery workers ask for WORKER_SECRETS only (their
+    AppRole may not read the Flask key)."""
+    settings = resolve_settings(settings, secrets=secrets)
     session = VaultSession(settings.vault) if settings.key_provider == "vault" else None
     keys = build_key_provider(settings, session)
     engine = make_engine(settings.database_url)

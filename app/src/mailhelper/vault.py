@@ -113,26 +113,47 @@ class VaultSession:
         return str(value)
 
 
+# Which KV secrets each kind of process reads (its AppRole may read no more, see
+# vault-policies/): the web app and the admin CLI all three, Celery workers and beat the
+# database and the broker, Flower only the broker (plus its own basic-auth secret).
+WEB_SECRETS = frozenset({"postgresql", "redis", "flask"})
+WORKER_SECRETS = frozenset({"postgresql", "redis"})
+FLOWER_SECRETS = frozenset({"redis"})
+
+
 def resolve_production_secrets(
-    settings: Settings, session: VaultSession, *, migrator: bool = False
+    settings: Settings,
+    session: VaultSession,
+    *,
+    migrator: bool = False,
+    secrets: frozenset[str] = WEB_SECRETS,
 ) -> Settings:
-    """Fill the passwords and the Flask secret key in from Vault KV (production only)."""
+    """Fill in from Vault KV the secrets this process needs (`secrets`), production only:
+    the PostgreSQL password (`postgresql`), the broker password (`redis`) and the Flask
+    secret key (`flask`). Settings for secrets not asked for stay as they were."""
     if not settings.production:
         return settings
-    pg_field = "migrator_password" if migrator else "app_password"
-    base_url = settings.database_url
-    if migrator:
-        if not settings.migrator_database_url:
-            raise ConfigError(
-                "MAILHELPER_MIGRATOR_DATABASE_URL is required for `mailhelper db upgrade` "
-                "in production"
-            )
-        base_url = settings.migrator_database_url
-    database_url = url_with_password(base_url, session.kv_field("postgresql", pg_field))
-    redis_url = settings.redis_url
-    if redis_url:
-        redis_url = redis_url_with_password(redis_url, session.kv_field("redis", "app_password"))
-    secret_key = session.kv_field("flask", "secret_key")
-    return settings.with_overrides(
-        database_url=database_url, redis_url=redis_url, secret_key=secret_key
-    )
+    unknown = secrets - WEB_SECRETS
+    if unknown:
+        raise ConfigError(f"unknown secret kinds: {', '.join(sorted(unknown))}")
+    overrides: dict[str, str | None] = {}
+    if "postgresql" in secrets or migrator:
+        pg_field = "migrator_password" if migrator else "app_password"
+        base_url = settings.database_url
+        if migrator:
+            if not settings.migrator_database_url:
+                raise ConfigError(
+                    "MAILHELPER_MIGRATOR_DATABASE_URL is required for `mailhelper db upgrade` "
+                    "in production"
+                )
+            base_url = settings.migrator_database_url
+        overrides["database_url"] = url_with_password(
+            base_url, session.kv_field("postgresql", pg_field)
+        )
+    if "redis" in secrets and settings.redis_url:
+        overrides["redis_url"] = redis_url_with_password(
+            settings.redis_url, session.kv_field("redis", "app_password")
+        )
+    if "flask" in secrets:
+        overrides["secret_key"] = session.kv_field("flask", "secret_key")
+    return settings.with_overrides(**overrides) if overrides else settings

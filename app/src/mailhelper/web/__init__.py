@@ -9,12 +9,13 @@ from flask import Flask, Response, g, request
 
 from mailhelper import metrics
 from mailhelper.runtime import Runtime, build_runtime
+from mailhelper.vault import WEB_SECRETS
 from mailhelper.web import accounts, api, auth, health, messages
 
 
 def create_app(runtime: Runtime | None = None) -> Flask:
     """The WSGI app. Without a runtime the configuration is read from the environment."""
-    runtime = runtime or build_runtime()
+    runtime = runtime or build_runtime(secrets=WEB_SECRETS)
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=runtime.settings.secret_key,

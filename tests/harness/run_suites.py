@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Run every test suite of the bundle, one after another, and print one summary.
+"""Run every test suite of the bundle and print one summary.
 
 Suites are discovered, not listed: lint, the controller-side tests in `tests/unit`, the
 app's pytest suite (when `app/pyproject.toml` exists), `molecule test` for every
 `roles/*/molecule/<scenario>`, and the stack scenarios behind `tests/stack/run.sh`.
+
+The quick suites (lint, unit, app) run one after another; the container suites (molecule
+scenarios and the stack) then run `--jobs` at a time (default 2, env KIMH_TEST_JOBS),
+longest first, each with its output in tests/.results/<suite>.log, printed when it ends.
 
 A suite that writes a JUnit file (pytest, testinfra through molecule) contributes its test
 counts; any other suite counts as one test. The last line reads `tests: N passed, M failed`.
@@ -17,8 +21,10 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +34,9 @@ VENV_BIN = ROOT / ".venv" / "bin"
 # Container names are global to the Docker engine: tag them with the checkout, so that two
 # clones (CI beside a developer's tree) can run the same scenario at once.
 CHECKOUT_TAG = hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
+# Rough wall times of the scenarios on a quiet 2-core machine, to start the longest first.
+EXPECTED_SECONDS = {"mail_app/default": 360.0, "mail_app/migrate_sqlite": 300.0}
+PRINT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -37,6 +46,8 @@ class Suite:
     cwd: Path = ROOT
     junit: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    heavy: bool = False  # runs containers: may run beside other heavy suites
+    expected_seconds: float = 60.0  # for the order (longest first)
 
 
 @dataclass
@@ -90,6 +101,8 @@ def molecule_suites(only: set[str]) -> list[Suite]:
                     "KIMH_JUNIT_FILE": str(junit),
                     "KIMH_INSTANCE": f"kimh-{role_dir.name}-{name}-{CHECKOUT_TAG}",
                 },
+                heavy=True,
+                expected_seconds=EXPECTED_SECONDS.get(f"{role_dir.name}/{name}", 120.0),
             )
         )
     return suites
@@ -100,7 +113,16 @@ def stack_suites() -> list[Suite]:
     if not runner.exists():
         return []
     junit = RESULTS / "stack.xml"
-    return [Suite("stack: scenarios", [str(runner), str(junit)], junit=junit)]
+    return [
+        Suite(
+            "stack: scenarios",
+            [str(runner), str(junit)],
+            junit=junit,
+            env={"KIMH_STACK_ID": CHECKOUT_TAG},
+            heavy=True,
+            expected_seconds=1800.0,
+        )
+    ]
 
 
 def count_junit(path: Path) -> tuple[int, int, int]:
@@ -114,8 +136,10 @@ def count_junit(path: Path) -> tuple[int, int, int]:
     return total - failed - skipped, failed, skipped
 
 
-def run(suite: Suite) -> Outcome:
-    print(f"\n===== {suite.name} =====", flush=True)
+def run(suite: Suite, log: Path | None = None) -> Outcome:
+    """Run one suite; with `log`, its output goes there and is printed when it ends."""
+    if log is None:
+        print(f"\n===== {suite.name} =====", flush=True)
     if suite.junit and suite.junit.exists():
         suite.junit.unlink()
     env = {
@@ -127,8 +151,19 @@ def run(suite: Suite) -> Outcome:
         **suite.env,
     }
     start = time.monotonic()
-    rc = subprocess.call(suite.argv, cwd=suite.cwd, env=env)
+    if log is None:
+        rc = subprocess.call(suite.argv, cwd=suite.cwd, env=env)
+    else:
+        with log.open("wb") as out:
+            rc = subprocess.call(
+                suite.argv, cwd=suite.cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
     seconds = time.monotonic() - start
+    if log is not None:
+        with PRINT_LOCK:
+            print(f"\n===== {suite.name} ({seconds:.0f} s, exit {rc}) =====", flush=True)
+            sys.stdout.write(log.read_text(errors="replace"))
+            sys.stdout.flush()
     passed, failed, skipped = (1, 0, 0) if rc == 0 else (0, 1, 0)
     if suite.junit is not None:
         if suite.junit.exists():
@@ -142,12 +177,35 @@ def run(suite: Suite) -> Outcome:
     return Outcome(suite, rc, seconds, passed, failed, skipped)
 
 
+def run_all(suites: list[Suite], jobs: int) -> list[Outcome]:
+    light = [s for s in suites if not s.heavy]
+    heavy = sorted((s for s in suites if s.heavy), key=lambda s: -s.expected_seconds)
+    outcomes = [run(s) for s in light]
+    if jobs <= 1:
+        return outcomes + [run(s) for s in heavy]
+    print(f"\n===== {len(heavy)} container suites, {jobs} at a time =====", flush=True)
+
+    def log_of(suite: Suite) -> Path:
+        slug = "".join(c if c.isalnum() else "-" for c in suite.name)
+        return RESULTS / f"{slug}.log"
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = list(pool.map(lambda s: run(s, log_of(s)), heavy))
+    return outcomes + done
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--only", choices=["lint", "unit", "app", "roles", "stack"], action="append"
     )
     parser.add_argument("--role", action="append", default=[], help="limit molecule to a role")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("KIMH_TEST_JOBS", "2")),
+        help="container suites run at once (default 2, env KIMH_TEST_JOBS)",
+    )
     args = parser.parse_args()
     groups = set(args.only or ["lint", "unit", "app", "roles", "stack"])
 
@@ -164,7 +222,7 @@ def main() -> int:
     if "stack" in groups:
         suites += stack_suites()
 
-    outcomes = [run(s) for s in suites]
+    outcomes = run_all(suites, args.jobs)
 
     print("\n===== summary =====")
     for o in outcomes:

@@ -88,6 +88,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("stack timings (seconds)")
     for name, seconds in TIMINGS.items():
         terminalreporter.write_line(f"{name:<40} {seconds:8.1f}")
-    out = ROOT / ".cache" / "test-results" / "stack-timings.json"
+    out = ROOT / "tests" / ".results" / "stack-timings.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(TIMINGS, indent=2))

@@ -7,7 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-junit="${1:-$root/.cache/test-results/stack.xml}"
+junit="${1:-$root/tests/.results/stack.xml}"
 shift || true
 export ANSIBLE_CONFIG="$root/ansible.cfg"
 export PATH="$root/.venv/bin:$PATH"

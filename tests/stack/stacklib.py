@@ -20,7 +20,7 @@ import testinfra
 USERS = ("alice", "bob")
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "tests" / "stack" / "inventory"
-RESULTS = ROOT / ".cache" / "test-results"
+RESULTS = ROOT / "tests" / ".results"
 # Wall times of the scenario's steps, printed at the end of the session.
 TIMINGS: dict[str, float] = {}
 RECAP = re.compile(
@@ -53,7 +53,7 @@ class PlaybookResult:
 
 
 def run_playbook(playbook: str, *args: str, log: str | None = None) -> PlaybookResult:
-    """ansible-playbook against the stack inventory; output kept in .cache/test-results."""
+    """ansible-playbook against the stack inventory; output kept in tests/.results."""
     env = dict(
         os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), NO_COLOR="1", ANSIBLE_FORCE_COLOR="0"
     )

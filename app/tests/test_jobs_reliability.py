@@ -1,4 +1,5 @@
-"""Redelivery after SIGKILL, prefetch 1, Redis restarted with jobs queued (AOF)."""
+"""Redelivery after SIGKILL, prefetch 1, Redis restarted with jobs queued (AOF), soft and
+hard time limits."""
 
 from __future__ import annotations
 
@@ -128,3 +129,38 @@ def test_soft_time_limit_is_a_transient_error_retried_before_the_hard_limit(
     assert "Soft time limit (1.0s) exceeded" in worker.log()
     assert (done.status, done.attempts, done.error) == ("success", 2, None)
     assert "Hard time limit" not in worker.log()
+
+
+def test_hard_time_limit_retries_then_fails_the_job_instead_of_leaving_it_running(
+    jobs_env: dict[str, str],
+    jobs_runtime_factory: MakeRuntime,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    env = {
+        **jobs_env,
+        "REDIS_URL": redis_server.url(5),
+        "MAILHELPER_CELERY_QUEUE": "mh-hard",
+        "MAILHELPER_JOB_SOFT_TIME_LIMIT": "0.5",
+        "MAILHELPER_JOB_TIME_LIMIT": "1.5",
+        "MAILHELPER_BROKER_VISIBILITY_TIMEOUT": "4",
+        "MAILHELPER_JOB_MAX_RETRIES": "1",
+    }
+    rt = jobs_runtime_factory(**env)
+    worker = Worker(
+        env, tmp_path, name="hard", concurrency=2, extra=("--include=tests.worker_tasks",)
+    ).start()
+    try:
+        # both ignore the soft limit, so the hard limit kills their pool process; the first
+        # is quick on its retry, the second never is and has one retry (max retries 1)
+        once = rt.jobs.submit("test_hard_limit_first_attempt")
+        always = rt.jobs.submit("test_hard_limit_always")
+        once_done = wait_job(rt, once.id, ("success", "failed"), 60)
+        always_done = wait_job(rt, always.id, ("success", "failed"), 60)
+    finally:
+        worker.stop()
+    assert "Hard time limit (1.5s) exceeded" in worker.log()
+    assert (once_done.status, once_done.attempts, once_done.error) == ("success", 2, None)
+    assert (always_done.status, always_done.attempts) == ("failed", 2)
+    assert always_done.error.startswith("TimeLimitExceeded: hard time limit (1.5 s) exceeded")
+    assert always_done.finished_at is not None

@@ -19,18 +19,20 @@ import datetime as dt
 import importlib
 import logging
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import kombu.exceptions
 import redis.exceptions
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from mailhelper import job_runs
 from mailhelper.celery_app import TASK_RUN_JOB, TASK_SYNC, make_celery, redis_client
 from mailhelper.config import LEGACY_MODULE
 from mailhelper.errors import ConfigError, JobRejectedError, MailHelperError
 from mailhelper.job_execution import KIND_SYNC, Outcome, run_job
+from mailhelper.job_owner import current_owner
 from mailhelper.models import JobRun, utcnow
 
 if TYPE_CHECKING:
@@ -113,6 +115,7 @@ class JobDispatcher:
             user_id=user_id,
             account_id=account_id,
             force=force,
+            owner=current_owner() if legacy else None,
         )
         self._hand_over(
             job,
@@ -127,8 +130,8 @@ class JobDispatcher:
     def resubmit(self, job: JobRun) -> bool:
         """Hand a `pending` row over again (reconciler). False when it is still pending."""
         legacy = self.settings.use_legacy_jobs
-        if legacy and job.backend != "legacy":
-            job_runs.set_backend(self.rt.sessions, job, "legacy")
+        if legacy:
+            job_runs.set_backend(self.rt.sessions, job, "legacy", owner=current_owner())
         self._hand_over(job, legacy=legacy, fallback=self.settings.legacy_fallback)
         return job.status != job_runs.PENDING
 
@@ -154,7 +157,7 @@ class JobDispatcher:
                     exc,
                     job.id,
                 )
-                job_runs.set_backend(self.rt.sessions, job, "fallback")
+                job_runs.set_backend(self.rt.sessions, job, "fallback", owner=current_owner())
                 self._to_legacy(job, "fallback")
                 return
             log.warning(
@@ -180,8 +183,11 @@ class JobDispatcher:
         countdown: float | None = None,
         expires: float | None = None,
         lock_token: str | None = None,
+        retries: int = 0,
     ) -> None:
-        """Send the Celery message of a recorded job; BrokerUnavailableError on failure."""
+        """Send the Celery message of a recorded job; BrokerUnavailableError on failure.
+        `retries`: the Celery retry count the message carries (a retry sent from outside
+        the task, e.g. after a hard time limit)."""
         if job.kind == KIND_SYNC:
             name, args = TASK_SYNC, [job.user_id, job.account_id]
             kwargs: dict[str, Any] = {"job_id": job.id}
@@ -197,6 +203,7 @@ class JobDispatcher:
                 countdown=countdown,
                 expires=expires,
                 queue=self.settings.jobs.queue,
+                retries=retries,
                 retry=True,
                 retry_policy={
                     "max_retries": 1,
@@ -210,15 +217,19 @@ class JobDispatcher:
 
     # -- reconciling and health -----------------------------------------------------------
 
-    def reconcile_pending(self, limit: int = 1000) -> dict[str, int]:
+    def reconcile_pending(self, limit: int = 1000, also: Sequence[int] = ()) -> dict[str, int]:
         """Hand over `pending` rows older than the grace period (the dispatcher may still be
-        between its two steps for younger ones). Stops at the first broker failure."""
+        between its two steps for younger ones), and the rows `also` names (orphans the
+        reconciler just claimed). Stops at the first broker failure."""
         cutoff = utcnow() - dt.timedelta(seconds=self.settings.jobs.pending_grace)
         with self.rt.sessions() as session:
             rows = list(
                 session.scalars(
                     select(JobRun)
-                    .where(JobRun.status == job_runs.PENDING, JobRun.enqueued_at <= cutoff)
+                    .where(
+                        JobRun.status == job_runs.PENDING,
+                        or_(JobRun.enqueued_at <= cutoff, JobRun.id.in_(list(also))),
+                    )
                     .order_by(JobRun.id)
                     .limit(limit)
                 )

@@ -130,6 +130,15 @@ def start(sessions: Sessions, job_id: int) -> JobRun | None:
     return job
 
 
+def back_to_pending(sessions: Sessions, job: JobRun, error: str) -> None:
+    """No message exists for the job any more (a retry the broker did not take): `pending`
+    again, so the reconciler sends it."""
+    with _statement(sessions) as conn:
+        conn.execute(_UPDATE, {"job_id": job.id, "status": PENDING, "error": error})
+    job.status = PENDING
+    metrics.JOBS.labels(job.backend, PENDING).inc()
+
+
 def retrying(sessions: Sessions, job: JobRun, exc: BaseException | str) -> None:
     """A transient error; another attempt is scheduled."""
     error = exc if isinstance(exc, str) else error_text(exc)

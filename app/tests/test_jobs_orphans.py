@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mailhelper import job_reconciler
+from mailhelper import job_reconciler, job_runs
 from mailhelper.job_owner import current_owner, owner_alive
 from mailhelper.models import JobRun, utcnow
 from mailhelper.runtime import Runtime
@@ -144,3 +144,32 @@ def test_owners_this_host_cannot_check_are_orphaned_only_after_the_timeout(
     assert found & set(ids.values()) == {ids["old elsewhere"], ids["old without owner"]}
     assert owner_alive(elsewhere) is None
     assert owner_alive("not an owner") is None
+
+
+def test_a_full_legacy_queue_leaves_reconciled_rows_pending_instead_of_failing_them(
+    jobs_runtime_factory: MakeRuntime,
+    pg_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    monkeypatch.setenv(HOLD_FILE_ENV, str(hold))  # `test_hold` jobs block in this process
+    rt = jobs_runtime_factory(
+        DATABASE_URL=pg_url,  # a database of its own: no other test's pending rows
+        USE_LEGACY_JOBS="true",
+        MAILHELPER_LEGACY_QUEUE_SIZE="1",
+        MAILHELPER_LEGACY_WORKERS="1",
+    )
+    running = rt.jobs.submit("test_hold")
+    wait_job(rt, running.id, ("running",))
+    queued = rt.jobs.submit("test_hold")  # the queue (size 1) is full now
+    # a row left pending (its process died between the dispatcher's two steps)
+    left = job_runs.create(rt.sessions, "noop", "legacy")
+    result = job_reconciler.reconcile(rt)
+    assert (result["requeued"], result["still_pending"]) == (0, 1)
+    assert wait_job(rt, left.id, ("pending",)).error is None  # not failed: tried again later
+    hold.unlink()
+    assert wait_job(rt, queued.id, ("success", "failed")).status == "success"
+    assert job_reconciler.reconcile(rt)["requeued"] == 1
+    assert wait_job(rt, left.id, ("success", "failed")).status == "success"

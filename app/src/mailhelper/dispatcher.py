@@ -128,11 +128,18 @@ class JobDispatcher:
         return job
 
     def resubmit(self, job: JobRun) -> bool:
-        """Hand a `pending` row over again (reconciler). False when it is still pending."""
+        """Hand a `pending` row over again (reconciler). False when it is still pending: the
+        broker is down, or the legacy queue is full (the row is not failed for that: it was
+        accepted long ago; the next run tries again)."""
         legacy = self.settings.use_legacy_jobs
         if legacy:
             job_runs.set_backend(self.rt.sessions, job, "legacy", owner=current_owner())
-        self._hand_over(job, legacy=legacy, fallback=self.settings.legacy_fallback)
+        try:
+            self._hand_over(
+                job, legacy=legacy, fallback=self.settings.legacy_fallback, fail_rejected=False
+            )
+        except JobRejectedError as exc:
+            log.warning("job %s stays pending: %s", job.id, exc)
         return job.status != job_runs.PENDING
 
     def _hand_over(
@@ -144,9 +151,10 @@ class JobDispatcher:
         countdown: float | None = None,
         expires: float | None = None,
         lock_token: str | None = None,
+        fail_rejected: bool = True,
     ) -> None:
         if legacy:
-            self._to_legacy(job, "legacy")
+            self._to_legacy(job, "legacy", fail_rejected=fail_rejected)
             return
         try:
             self.publish(job, countdown=countdown, expires=expires, lock_token=lock_token)
@@ -158,7 +166,7 @@ class JobDispatcher:
                     job.id,
                 )
                 job_runs.set_backend(self.rt.sessions, job, "fallback", owner=current_owner())
-                self._to_legacy(job, "fallback")
+                self._to_legacy(job, "fallback", fail_rejected=fail_rejected)
                 return
             log.warning(
                 "broker unreachable (%s): job %s stays pending until the reconciler re-enqueues it",
@@ -168,11 +176,13 @@ class JobDispatcher:
             return
         job_runs.handed_over(self.rt.sessions, job)
 
-    def _to_legacy(self, job: JobRun, backend: str) -> None:
+    def _to_legacy(self, job: JobRun, backend: str, *, fail_rejected: bool = True) -> None:
+        """JobRejectedError when the queue is full; a new request's row is then `failed`."""
         try:
             self.legacy_queue().submit(job.id)
         except JobRejectedError as exc:
-            job_runs.finish(self.rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
+            if fail_rejected:
+                job_runs.finish(self.rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
             raise
         job_runs.handed_over(self.rt.sessions, job, backend)
 

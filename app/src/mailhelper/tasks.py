@@ -10,9 +10,11 @@ worker's main process, then fails with the error naming the limit.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import secrets
+import threading
 from typing import Any
 
 from celery import Task, signals
@@ -175,10 +177,15 @@ def after_hard_time_limit(
     """The pool process running `job_id` was killed at the hard time limit and Celery acked
     the message: send a retry (backoff as for transient errors, counted by the attempts)
     while the policy allows one, else fail the job. `retry`, `pending` (the broker did not
-    take the retry: the reconciler sends it), `failed` or `skipped` (not running)."""
+    take the retry: the reconciler sends it), `failed` or `skipped` (finished, or already
+    `retrying`: its retry is on its way).
+
+    Celery reports the limit before the pool process is dead, and on a busy host the process
+    may not have marked the row `running` yet: a `pending`/`queued` row counts too (its
+    late start cannot undo a failure, and is overtaken by the retry)."""
     jobs = rt.settings.jobs
     job = job_runs.get(rt.sessions, job_id)
-    if job is None or job.status != job_runs.RUNNING:
+    if job is None or job.status in (*job_runs.TERMINAL, job_runs.RETRYING):
         return "skipped"
     error = (
         f"TimeLimitExceeded: hard time limit ({jobs.time_limit:g} s) exceeded, "
@@ -206,18 +213,43 @@ def after_hard_time_limit(
     return "retry"
 
 
+class _SeenOnce:
+    """The last `size` keys seen, to act once per key."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen[key] = None
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+            return True
+
+
+_HARD_LIMITED = _SeenOnce()
+
+
 @signals.task_failure.connect
 def _hard_time_limit(
     sender: Task | None = None,
+    task_id: str | None = None,
     exception: BaseException | None = None,
     args: Any = None,
     kwargs: Any = None,
     **_kwargs: Any,
 ) -> None:
     """Celery reports a hard time limit in the worker's main process (the pool process is
-    gone): without this the row would stay `running` for ever."""
+    killed): without this the row would stay `running` for ever. Celery sends this signal
+    twice for one hard limit (from the failure and the timeout handler): once per task id."""
     name = getattr(sender, "name", None)
     if not isinstance(exception, TimeLimitExceeded) or name not in (TASK_SYNC, TASK_RUN_JOB):
+        return
+    if not _HARD_LIMITED.first(str(task_id)):
         return
     job_id, account_id, lock_token = _job_ref(name, args, kwargs)
     if job_id is None:

@@ -17,12 +17,23 @@ MAILHELPER = str(Path(sys.executable).parent / "mailhelper")
 TESTS_ROOT = Path(__file__).resolve().parent.parent  # app/: `tests.*` importable from here
 
 
+COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
+def coverage_env() -> dict[str, str]:
+    """What makes a Python child process measure its coverage (set by coverage's
+    `patch = subprocess` in the test run, absent otherwise, e.g. in the benchmark)."""
+    return {k: os.environ[k] for k in COVERAGE_VARIABLES if k in os.environ}
+
+
 def process_env(env: dict[str, str]) -> dict[str, str]:
-    """A clean environment for a child process: PATH plus exactly `env`."""
+    """A clean environment for a child process: PATH plus exactly `env` (and the coverage
+    variables, which change nothing but the measurement)."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(TESTS_ROOT),
+        **coverage_env(),
         **env,
     }
 

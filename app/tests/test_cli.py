@@ -14,6 +14,7 @@ import pytest
 from mailhelper import cli
 
 from tests.conftest import Mailbox
+from tests.jobsenv import coverage_env
 from tests.mailgen import malformed, message
 from tests.servers import DovecotServer
 
@@ -155,7 +156,7 @@ def test_console_script_serves_with_no_configuration(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = Path(sys.executable).with_name("mailhelper")
-    env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"], **coverage_env()}
     proc = subprocess.Popen(
         [str(exe), "serve", "--port", str(port)],
         env=env,
@@ -202,6 +203,7 @@ def test_gunicorn_serves_the_wsgi_app(tmp_path: Path, sqlite_url: str) -> None:
         "PATH": os.environ["PATH"],
         "DATABASE_URL": sqlite_url,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        **coverage_env(),
     }
     exe = Path(sys.executable).with_name("gunicorn")
     proc = subprocess.Popen(

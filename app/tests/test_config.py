@@ -151,3 +151,11 @@ def test_config_file_cannot_smuggle_secrets_into_production(tmp_path: Path) -> N
     conf.write_text("SECRET_KEY=abc\n")
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         load_settings({"HOME": str(tmp_path), **PROD, "MAILHELPER_CONFIG_FILE": str(conf)})
+
+
+def test_legacy_orphan_timeout_must_outlast_the_legacy_retry_delays(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "MAILHELPER_LEGACY_RETRY_DELAYS": "30,120,600"}
+    assert load_settings(env).jobs.legacy_orphan_timeout == 21600
+    assert load_settings({**env, "MAILHELPER_LEGACY_ORPHAN_TIMEOUT": "751"}).jobs
+    with pytest.raises(ConfigError, match="MAILHELPER_LEGACY_ORPHAN_TIMEOUT"):
+        load_settings({**env, "MAILHELPER_LEGACY_ORPHAN_TIMEOUT": "750"})

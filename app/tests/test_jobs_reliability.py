@@ -1,4 +1,5 @@
-"""Redelivery after SIGKILL, prefetch 1, Redis restarted with jobs queued (AOF)."""
+"""Redelivery after SIGKILL, prefetch 1, Redis restarted with jobs queued (AOF), soft and
+hard time limits."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from mailhelper import job_runs
 from mailhelper.job_execution import KIND_NOOP
 from mailhelper.models import Message
 from mailhelper.runtime import Runtime
+from mailhelper.tasks import after_hard_time_limit
 from sqlalchemy import func, select
 
 from tests.conftest import make_mailbox
@@ -128,3 +131,69 @@ def test_soft_time_limit_is_a_transient_error_retried_before_the_hard_limit(
     assert "Soft time limit (1.0s) exceeded" in worker.log()
     assert (done.status, done.attempts, done.error) == ("success", 2, None)
     assert "Hard time limit" not in worker.log()
+
+
+def test_hard_time_limit_retries_then_fails_the_job_instead_of_leaving_it_running(
+    jobs_env: dict[str, str],
+    jobs_runtime_factory: MakeRuntime,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    env = {
+        **jobs_env,
+        "REDIS_URL": redis_server.url(5),
+        "MAILHELPER_CELERY_QUEUE": "mh-hard",
+        "MAILHELPER_JOB_SOFT_TIME_LIMIT": "1",
+        "MAILHELPER_JOB_TIME_LIMIT": "3",
+        "MAILHELPER_BROKER_VISIBILITY_TIMEOUT": "6",
+        "MAILHELPER_JOB_MAX_RETRIES": "1",
+    }
+    rt = jobs_runtime_factory(**env)
+    worker = Worker(
+        env, tmp_path, name="hard", concurrency=2, extra=("--include=tests.worker_tasks",)
+    ).start()
+    try:
+        # both ignore the soft limit, so the hard limit kills their pool process; the first
+        # is quick on its retry, the second never is and has one retry (max retries 1)
+        once = rt.jobs.submit("test_hard_limit_first_attempt")
+        always = rt.jobs.submit("test_hard_limit_always")
+        once_done = wait_job(rt, once.id, ("success", "failed"), 60)
+        always_done = wait_job(rt, always.id, ("success", "failed"), 60)
+    finally:
+        worker.stop()
+    assert "Hard time limit (3.0s) exceeded" in worker.log()
+    assert (once_done.status, once_done.attempts, once_done.error) == ("success", 2, None)
+    assert (always_done.status, always_done.attempts) == ("failed", 2)
+    assert always_done.error.startswith("TimeLimitExceeded: hard time limit (3 s) exceeded")
+    assert always_done.finished_at is not None
+
+
+def test_hard_time_limit_handler_acts_on_rows_not_yet_marked_running(
+    jobs_env: dict[str, str], jobs_runtime_factory: MakeRuntime, redis_server: RedisServer
+) -> None:
+    """Celery reports the hard limit before the pool process is dead; on a busy host the
+    process may not have marked the row `running` yet (no worker here: rows as left then)."""
+    env = {
+        **jobs_env,
+        "REDIS_URL": redis_server.url(6),
+        "MAILHELPER_CELERY_QUEUE": "mh-hard-unit",
+        "MAILHELPER_JOB_MAX_RETRIES": "1",
+    }
+    rt = jobs_runtime_factory(**env)
+    client = redis_server.client(6)
+    try:
+        queued = rt.jobs.submit(KIND_NOOP)  # published, never started
+        assert (queued.status, client.llen("mh-hard-unit")) == ("queued", 1)
+        assert after_hard_time_limit(rt, queued.id) == "retry"
+        assert wait_job(rt, queued.id, ("retrying",)).error.startswith("TimeLimitExceeded")
+        assert client.llen("mh-hard-unit") == 2  # the retry message
+        assert after_hard_time_limit(rt, queued.id) == "skipped"  # its retry is on its way
+        # a second attempt that outlived the limit: no retry left (max retries 1)
+        job_runs.start(rt.sessions, queued.id)
+        job_runs.start(rt.sessions, queued.id)
+        assert after_hard_time_limit(rt, queued.id) == "failed"
+        assert wait_job(rt, queued.id, ("failed",)).attempts == 2
+        assert job_runs.start(rt.sessions, queued.id) is None  # a late start cannot undo it
+        assert after_hard_time_limit(rt, queued.id) == "skipped"
+    finally:
+        client.close()

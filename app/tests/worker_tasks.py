@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from pathlib import Path
 
+from celery.exceptions import SoftTimeLimitExceeded
 from mailhelper.celery_app import broker_redis, celery_app
 from mailhelper.job_execution import HANDLERS
 from mailhelper.models import JobRun
@@ -24,4 +28,36 @@ def _slow_first_attempt(_rt: object, job: JobRun) -> None:
         time.sleep(30)
 
 
+def _outlast_limits(seconds: float = 30) -> None:
+    """Stuck where the soft time limit cannot stop it (the exception is swallowed, as a
+    C call or a careless `except` would)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(SoftTimeLimitExceeded):
+            time.sleep(left)
+
+
+def _hard_limit_first_attempt(_rt: object, job: JobRun) -> None:
+    if job.attempts == 1:
+        _outlast_limits()
+
+
+def _hard_limit_always(_rt: object, _job: JobRun) -> None:
+    _outlast_limits()
+
+
+HOLD_FILE_ENV = "MH_TEST_HOLD_FILE"
+
+
+def _hold(_rt: object, _job: JobRun) -> None:
+    """Blocks while the file named by $MH_TEST_HOLD_FILE exists (only the processes that
+    have the variable: a legacy-queue holder in the tests, never the session worker)."""
+    path = os.environ.get(HOLD_FILE_ENV)
+    while path and Path(path).exists():
+        time.sleep(0.05)
+
+
 HANDLERS["test_slow_first_attempt"] = _slow_first_attempt
+HANDLERS["test_hard_limit_first_attempt"] = _hard_limit_first_attempt
+HANDLERS["test_hard_limit_always"] = _hard_limit_always
+HANDLERS["test_hold"] = _hold

@@ -158,9 +158,11 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 @signals.worker_process_init.connect
 def _after_fork(**_kwargs: Any) -> None:
-    # nothing built in the parent may be shared with a forked pool process
-    _state.runtime = None
-    _state.redis = None
+    # nothing built in the parent may be shared with a forked pool process (the parent's
+    # pooled database connections are dropped here without closing them: they are its own)
+    inherited, _state.runtime, _state.redis = _state.runtime, None, None
+    if inherited is not None:
+        inherited.engine.dispose(close=False)
     # build the runtime now, not in the first job: a pool process replaced after
     # --max-tasks-per-child would otherwise delay the job it takes next
     try:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailhelper import __version__, db
+from mailhelper import __version__, db, job_reconciler
 from mailhelper.accounts import TLS_MODES, add_account
 from mailhelper.config import load_settings
 from mailhelper.cutoff import NOW_ENV, cutoff_report, parse_now
@@ -185,13 +185,13 @@ def cmd_enqueue_sync(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_reconcile_jobs(args: argparse.Namespace, rt: Runtime) -> int:
-    result = rt.jobs.reconcile_pending()
+    result = job_reconciler.reconcile(rt)
     if args.json:
         print(json.dumps(result))
     else:
         print(
-            f"{result['requeued']} pending jobs handed over, {result['still_pending']} "
-            "still pending"
+            f"{result['orphaned']} orphaned legacy jobs claimed, {result['requeued']} pending "
+            f"jobs handed over, {result['still_pending']} still pending"
         )
     return EXIT_TRANSIENT if result["still_pending"] else 0
 
@@ -352,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--wait", type=float, default=0, help="seconds to wait for the outcome")
     es.add_argument("--json", action="store_true")
 
-    rj = sub.add_parser("reconcile-jobs", help="hand jobs left pending over again")
+    rj = sub.add_parser(
+        "reconcile-jobs", help="re-dispatch orphaned legacy jobs, hand pending jobs over again"
+    )
     rj.add_argument("--json", action="store_true")
 
     ph = sub.add_parser("phase", help="the recorded history of the job-queue phases")

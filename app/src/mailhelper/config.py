@@ -68,6 +68,7 @@ class JobSettings:
     legacy_workers: int = 2
     legacy_retry_delays: tuple[float, ...] = (30.0, 120.0, 600.0)
     legacy_drain_timeout: float = 30.0
+    legacy_orphan_timeout: float = 21600.0
     worker_concurrency: int = 2
     worker_max_tasks_per_child: int = 1000
     beat_schedule_file: Path | None = None
@@ -202,6 +203,7 @@ def _job_settings(env: Mapping[str, str], data_dir: Path) -> JobSettings:
         legacy_workers=_count(env, "MAILHELPER_LEGACY_WORKERS", 2),
         legacy_retry_delays=delays,
         legacy_drain_timeout=_number(env, "MAILHELPER_LEGACY_DRAIN_TIMEOUT", 30.0),
+        legacy_orphan_timeout=_number(env, "MAILHELPER_LEGACY_ORPHAN_TIMEOUT", 21600.0),
         worker_concurrency=_count(env, "MAILHELPER_WORKER_CONCURRENCY", 2),
         worker_max_tasks_per_child=_count(env, "MAILHELPER_WORKER_MAX_TASKS_PER_CHILD", 1000),
         beat_schedule_file=Path(
@@ -228,6 +230,11 @@ def _job_settings(env: Mapping[str, str], data_dir: Path) -> JobSettings:
                 f"{name} ({value:g} s) must be shorter than MAILHELPER_BROKER_VISIBILITY_TIMEOUT "
                 f"({jobs.visibility_timeout:g} s): a delayed message is redelivered after it"
             )
+    if jobs.legacy_orphan_timeout <= sum(jobs.legacy_retry_delays):
+        raise ConfigError(
+            "MAILHELPER_LEGACY_ORPHAN_TIMEOUT must be longer than the legacy retry delays "
+            "together (MAILHELPER_LEGACY_RETRY_DELAYS): a job waiting for a retry is not orphaned"
+        )
     if jobs.sync_expires <= jobs.sync_jitter:
         raise ConfigError("MAILHELPER_SYNC_EXPIRES must be longer than MAILHELPER_SYNC_JITTER")
     return jobs
@@ -319,6 +326,7 @@ KNOWN_VARIABLES = frozenset(
         "MAILHELPER_BROKER_TIMEOUT",
         "MAILHELPER_RECONCILE_INTERVAL",
         "MAILHELPER_PENDING_GRACE",
+        "MAILHELPER_LEGACY_ORPHAN_TIMEOUT",
         "MAILHELPER_CELERY_QUEUE",
         "MAILHELPER_LEGACY_QUEUE_SIZE",
         "MAILHELPER_LEGACY_WORKERS",

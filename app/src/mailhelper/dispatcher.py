@@ -19,18 +19,20 @@ import datetime as dt
 import importlib
 import logging
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import kombu.exceptions
 import redis.exceptions
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from mailhelper import job_runs
 from mailhelper.celery_app import TASK_RUN_JOB, TASK_SYNC, make_celery, redis_client
 from mailhelper.config import LEGACY_MODULE
 from mailhelper.errors import ConfigError, JobRejectedError, MailHelperError
 from mailhelper.job_execution import KIND_SYNC, Outcome, run_job
+from mailhelper.job_owner import current_owner
 from mailhelper.models import JobRun, utcnow
 
 if TYPE_CHECKING:
@@ -113,6 +115,7 @@ class JobDispatcher:
             user_id=user_id,
             account_id=account_id,
             force=force,
+            owner=current_owner() if legacy else None,
         )
         self._hand_over(
             job,
@@ -125,11 +128,18 @@ class JobDispatcher:
         return job
 
     def resubmit(self, job: JobRun) -> bool:
-        """Hand a `pending` row over again (reconciler). False when it is still pending."""
+        """Hand a `pending` row over again (reconciler). False when it is still pending: the
+        broker is down, or the legacy queue is full (the row is not failed for that: it was
+        accepted long ago; the next run tries again)."""
         legacy = self.settings.use_legacy_jobs
-        if legacy and job.backend != "legacy":
-            job_runs.set_backend(self.rt.sessions, job, "legacy")
-        self._hand_over(job, legacy=legacy, fallback=self.settings.legacy_fallback)
+        if legacy:
+            job_runs.set_backend(self.rt.sessions, job, "legacy", owner=current_owner())
+        try:
+            self._hand_over(
+                job, legacy=legacy, fallback=self.settings.legacy_fallback, fail_rejected=False
+            )
+        except JobRejectedError as exc:
+            log.warning("job %s stays pending: %s", job.id, exc)
         return job.status != job_runs.PENDING
 
     def _hand_over(
@@ -141,9 +151,10 @@ class JobDispatcher:
         countdown: float | None = None,
         expires: float | None = None,
         lock_token: str | None = None,
+        fail_rejected: bool = True,
     ) -> None:
         if legacy:
-            self._to_legacy(job, "legacy")
+            self._to_legacy(job, "legacy", fail_rejected=fail_rejected)
             return
         try:
             self.publish(job, countdown=countdown, expires=expires, lock_token=lock_token)
@@ -154,8 +165,8 @@ class JobDispatcher:
                     exc,
                     job.id,
                 )
-                job_runs.set_backend(self.rt.sessions, job, "fallback")
-                self._to_legacy(job, "fallback")
+                job_runs.set_backend(self.rt.sessions, job, "fallback", owner=current_owner())
+                self._to_legacy(job, "fallback", fail_rejected=fail_rejected)
                 return
             log.warning(
                 "broker unreachable (%s): job %s stays pending until the reconciler re-enqueues it",
@@ -165,11 +176,13 @@ class JobDispatcher:
             return
         job_runs.handed_over(self.rt.sessions, job)
 
-    def _to_legacy(self, job: JobRun, backend: str) -> None:
+    def _to_legacy(self, job: JobRun, backend: str, *, fail_rejected: bool = True) -> None:
+        """JobRejectedError when the queue is full; a new request's row is then `failed`."""
         try:
             self.legacy_queue().submit(job.id)
         except JobRejectedError as exc:
-            job_runs.finish(self.rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
+            if fail_rejected:
+                job_runs.finish(self.rt.sessions, job, job_runs.FAILED, job_runs.error_text(exc))
             raise
         job_runs.handed_over(self.rt.sessions, job, backend)
 
@@ -180,8 +193,11 @@ class JobDispatcher:
         countdown: float | None = None,
         expires: float | None = None,
         lock_token: str | None = None,
+        retries: int = 0,
     ) -> None:
-        """Send the Celery message of a recorded job; BrokerUnavailableError on failure."""
+        """Send the Celery message of a recorded job; BrokerUnavailableError on failure.
+        `retries`: the Celery retry count the message carries (a retry sent from outside
+        the task, e.g. after a hard time limit)."""
         if job.kind == KIND_SYNC:
             name, args = TASK_SYNC, [job.user_id, job.account_id]
             kwargs: dict[str, Any] = {"job_id": job.id}
@@ -197,6 +213,7 @@ class JobDispatcher:
                 countdown=countdown,
                 expires=expires,
                 queue=self.settings.jobs.queue,
+                retries=retries,
                 retry=True,
                 retry_policy={
                     "max_retries": 1,
@@ -210,15 +227,19 @@ class JobDispatcher:
 
     # -- reconciling and health -----------------------------------------------------------
 
-    def reconcile_pending(self, limit: int = 1000) -> dict[str, int]:
+    def reconcile_pending(self, limit: int = 1000, also: Sequence[int] = ()) -> dict[str, int]:
         """Hand over `pending` rows older than the grace period (the dispatcher may still be
-        between its two steps for younger ones). Stops at the first broker failure."""
+        between its two steps for younger ones), and the rows `also` names (orphans the
+        reconciler just claimed). Stops at the first broker failure."""
         cutoff = utcnow() - dt.timedelta(seconds=self.settings.jobs.pending_grace)
         with self.rt.sessions() as session:
             rows = list(
                 session.scalars(
                     select(JobRun)
-                    .where(JobRun.status == job_runs.PENDING, JobRun.enqueued_at <= cutoff)
+                    .where(
+                        JobRun.status == job_runs.PENDING,
+                        or_(JobRun.enqueued_at <= cutoff, JobRun.id.in_(list(also))),
+                    )
                     .order_by(JobRun.id)
                     .limit(limit)
                 )

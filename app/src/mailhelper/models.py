@@ -159,6 +159,10 @@ class JobRun(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
     force: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the process whose in-process legacy queue holds the job (legacy/fallback backends):
+    # "hostname|boot id|pid|process start ticks"; the reconciler re-dispatches the jobs of
+    # a process that no longer exists (mailhelper.job_owner)
+    owner: Mapped[str | None] = mapped_column(String(255))
 
 
 class PhaseTransition(Base):

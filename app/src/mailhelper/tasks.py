@@ -3,21 +3,25 @@
 
 Retries: transient errors (`TransientSyncError`, the soft time limit) are retried with
 exponential backoff and jitter up to `MAILHELPER_JOB_MAX_RETRIES`; permanent errors fail at
-once. A redelivered message (worker lost) runs the job again: the sync is idempotent.
+once. A redelivered message (worker lost) runs the job again: the sync is idempotent. A job
+killed at the hard time limit is retried the same way (counted by its attempts), from the
+worker's main process, then fails with the error naming the limit.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import secrets
+import threading
 from typing import Any
 
 from celery import Task, signals
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from sqlalchemy import select
 
-from mailhelper import fanout_lock, job_runs
+from mailhelper import fanout_lock, job_reconciler, job_runs
 from mailhelper.celery_app import (
     TASK_RECONCILE,
     TASK_RUN_JOB,
@@ -25,12 +29,15 @@ from mailhelper.celery_app import (
     TASK_SYNC_ALL,
     broker_redis,
     celery_app,
+    current_settings,
     worker_runtime,
 )
 from mailhelper.config import JobSettings
+from mailhelper.dispatcher import BrokerUnavailableError
 from mailhelper.errors import TransientSyncError
 from mailhelper.job_execution import KIND_SYNC, Outcome, run_job
 from mailhelper.models import MailAccount
+from mailhelper.runtime import Runtime, build_runtime
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +135,8 @@ def sync_all_accounts() -> dict[str, int]:
 
 @celery_app.task(name=TASK_RECONCILE)
 def reconcile_jobs() -> dict[str, int]:
-    """Re-enqueue jobs left `pending` while the broker was unreachable."""
-    return worker_runtime().jobs.reconcile_pending()
+    """Re-dispatch orphaned legacy jobs and jobs left `pending` (`mailhelper.job_reconciler`)."""
+    return job_reconciler.reconcile(worker_runtime())
 
 
 @signals.task_revoked.connect
@@ -153,3 +160,106 @@ def _expired(request: Any = None, expired: bool = False, **_kwargs: Any) -> None
     token = kwargs.get("lock_token")
     if token and len(args) >= 2:
         fanout_lock.release(broker_redis(), int(args[1]), token)
+
+
+def _job_ref(task_name: str, args: Any, kwargs: Any) -> tuple[int | None, int | None, str | None]:
+    """(job id, account id, fan-out lock token) of a sync_user_emails / run_job message."""
+    args, kwargs = list(args or []), dict(kwargs or {})
+    if task_name == TASK_RUN_JOB:
+        return (args or [None])[0], None, None
+    account_id = args[1] if len(args) >= 2 else kwargs.get("account_id")
+    return kwargs.get("job_id"), account_id, kwargs.get("lock_token")
+
+
+def after_hard_time_limit(
+    rt: Runtime, job_id: int, *, account_id: int | None = None, lock_token: str | None = None
+) -> str:
+    """The pool process running `job_id` was killed at the hard time limit and Celery acked
+    the message: send a retry (backoff as for transient errors, counted by the attempts)
+    while the policy allows one, else fail the job. `retry`, `pending` (the broker did not
+    take the retry: the reconciler sends it), `failed` or `skipped` (finished, or already
+    `retrying`: its retry is on its way).
+
+    Celery reports the limit before the pool process is dead, and on a busy host the process
+    may not have marked the row `running` yet: a `pending`/`queued` row counts too (its
+    late start cannot undo a failure, and is overtaken by the retry)."""
+    jobs = rt.settings.jobs
+    job = job_runs.get(rt.sessions, job_id)
+    if job is None or job.status in (*job_runs.TERMINAL, job_runs.RETRYING):
+        return "skipped"
+    error = (
+        f"TimeLimitExceeded: hard time limit ({jobs.time_limit:g} s) exceeded, "
+        "the pool process was killed"
+    )
+    retries = max(0, job.attempts - 1)
+    if retries >= jobs.max_retries:
+        job_runs.finish(rt.sessions, job, job_runs.FAILED, error)
+        if lock_token and account_id is not None:
+            fanout_lock.release(broker_redis(), account_id, lock_token)
+        return "failed"
+    job_runs.retrying(rt.sessions, job, error)
+    try:
+        rt.jobs.publish(
+            job,
+            countdown=retry_delay(retries, jobs),
+            lock_token=lock_token,
+            retries=retries + 1,
+        )
+    except BrokerUnavailableError as exc:
+        job_runs.back_to_pending(rt.sessions, job, f"{error}; retry not sent: {exc}")
+        return "pending"
+    if lock_token and account_id is not None:
+        fanout_lock.extend(broker_redis(), account_id, lock_token, jobs.account_lock_ttl)
+    return "retry"
+
+
+class _SeenOnce:
+    """The last `size` keys seen, to act once per key."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen[key] = None
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+            return True
+
+
+_HARD_LIMITED = _SeenOnce()
+
+
+@signals.task_failure.connect
+def _hard_time_limit(
+    sender: Task | None = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    **_kwargs: Any,
+) -> None:
+    """Celery reports a hard time limit in the worker's main process (the pool process is
+    killed): without this the row would stay `running` for ever. Celery sends this signal
+    twice for one hard limit (from the failure and the timeout handler): once per task id."""
+    name = getattr(sender, "name", None)
+    if not isinstance(exception, TimeLimitExceeded) or name not in (TASK_SYNC, TASK_RUN_JOB):
+        return
+    if not _HARD_LIMITED.first(str(task_id)):
+        return
+    job_id, account_id, lock_token = _job_ref(name, args, kwargs)
+    if job_id is None:
+        log.error("hard time limit: a %s message without job id; nothing recorded", name)
+        return
+    # a runtime of its own: the main process forks pool processes and must not hold
+    # connections they would inherit
+    rt = build_runtime(current_settings())
+    try:
+        outcome = after_hard_time_limit(rt, job_id, account_id=account_id, lock_token=lock_token)
+    finally:
+        rt.close()
+    log.warning("job %s killed at the hard time limit: %s", job_id, outcome)

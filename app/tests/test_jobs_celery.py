@@ -114,6 +114,9 @@ def test_expired_job_is_recorded(celery_rt) -> None:
 def test_health_reports_phase_redis_and_workers(celery_rt) -> None:
     from mailhelper.web import create_app
 
+    # a job of its own, so the metrics below have a celery/success row whatever ran before
+    done = wait_job(celery_rt, celery_rt.jobs.submit(KIND_NOOP).id, ("success", "failed"))
+    assert done.status == "success"
     app = create_app(celery_rt)
     body = app.test_client().get("/health")
     assert body.status_code == 200

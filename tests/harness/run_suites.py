@@ -100,6 +100,8 @@ def molecule_suites(only: set[str]) -> list[Suite]:
                 env={
                     "KIMH_JUNIT_FILE": str(junit),
                     "KIMH_INSTANCE": f"kimh-{role_dir.name}-{name}-{CHECKOUT_TAG}",
+                    # apt download cache of this scenario (kept between runs)
+                    "KIMH_APT_ARCHIVES": f"/var/cache/kimh-apt/{role_dir.name}-{name}",
                 },
                 heavy=True,
                 expected_seconds=EXPECTED_SECONDS.get(f"{role_dir.name}/{name}", 120.0),

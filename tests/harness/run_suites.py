@@ -5,9 +5,10 @@ Suites are discovered, not listed: lint, the controller-side tests in `tests/uni
 app's pytest suite (when `app/pyproject.toml` exists), `molecule test` for every
 `roles/*/molecule/<scenario>`, and the stack scenarios behind `tests/stack/run.sh`.
 
-The quick suites (lint, unit, app) run one after another; the container suites (molecule
-scenarios and the stack) then run `--jobs` at a time (default 2, env KIMH_TEST_JOBS),
-longest first, each with its output in tests/.results/<suite>.log, printed when it ends.
+The quick suites (lint, unit) run one after another; the app suite and the container
+suites (molecule scenarios and the stack) then run `--jobs` at a time (default 2, env
+KIMH_TEST_JOBS), longest first, each with its output in tests/.results/<suite>.log,
+printed when it ends.
 
 A suite that writes a JUnit file (pytest, testinfra through molecule) contributes its test
 counts; any other suite counts as one test. The last line reads `tests: N passed, M failed`.
@@ -80,7 +81,16 @@ def app_suites() -> list[Suite]:
     if not (ROOT / "app" / "pyproject.toml").exists() or not runner.exists():
         return []
     junit = RESULTS / "app.xml"
-    return [Suite("app: pytest", [str(runner), f"--junitxml={junit}"], junit=junit)]
+    # Runs beside the container suites: its servers are processes on the controller.
+    return [
+        Suite(
+            "app: pytest",
+            [str(runner), f"--junitxml={junit}"],
+            junit=junit,
+            heavy=True,
+            expected_seconds=480.0,
+        )
+    ]
 
 
 def molecule_suites(only: set[str]) -> list[Suite]:

@@ -44,6 +44,7 @@ from mailhelper.sqlite_migration.runner import (
     MigrationReport,
     run_migration,
 )
+from mailhelper.sqlite_migration.segments import STREAMS
 from mailhelper.sqlite_migration.target_url import RedactingFilter, Redactor, parse_target
 
 EXIT_OK = 0
@@ -78,6 +79,7 @@ def add_parser(sub: Any) -> None:
     mode.add_argument("--replace", action="store_true", help="empty the target tables first")
     p.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, help=argparse.SUPPRESS)
     p.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES, help=argparse.SUPPRESS)
+    p.add_argument("--streams", type=int, default=STREAMS, help=argparse.SUPPRESS)
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
@@ -163,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         replace=args.replace,
         batch_rows=max(1, args.batch_rows),
         batch_bytes=max(1, args.batch_bytes),
+        streams=max(1, args.streams),
     )
     progress = Progress(sys.stderr)
     with _redacted_logging(redact):

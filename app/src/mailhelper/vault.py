@@ -122,13 +122,16 @@ def resolve_production_secrets(
     pg_field = "migrator_password" if migrator else "app_password"
     base_url = settings.database_url
     if migrator:
-        if not settings.migrator_database_url:
+        if settings.migrator_database_url:
+            base_url = settings.migrator_database_url
+        elif not base_url.startswith("sqlite"):
             raise ConfigError(
                 "MAILHELPER_MIGRATOR_DATABASE_URL is required for `mailhelper db upgrade` "
                 "in production"
             )
-        base_url = settings.migrator_database_url
-    database_url = url_with_password(base_url, session.kv_field("postgresql", pg_field))
+    database_url = base_url
+    if not base_url.startswith("sqlite"):  # a legacy SQLite install has no password
+        database_url = url_with_password(base_url, session.kv_field("postgresql", pg_field))
     redis_url = settings.redis_url
     if redis_url:
         redis_url = redis_url_with_password(redis_url, session.kv_field("redis", "app_password"))

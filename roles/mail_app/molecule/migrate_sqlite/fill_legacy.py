@@ -21,7 +21,7 @@ def ts(seconds: int) -> str:
 
 def main() -> None:
     path, count = sys.argv[1], int(sys.argv[2])
-    rng = random.Random(8)
+    rng = random.Random(8)  # noqa: S311 - test data, not secrets
     conn = sqlite3.connect(path, timeout=30)
     with conn:
         users = [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id")]

@@ -8,6 +8,7 @@ import pytest
 from mailhelper.config import load_settings, redis_url_with_password, url_with_password
 from mailhelper.errors import ConfigError
 from mailhelper.keys import LocalKeyFileProvider, build_key_provider
+from mailhelper.vault import resolve_production_secrets
 
 
 def test_no_configuration_gives_sqlite_and_local_key_in_xdg_dir(tmp_path: Path) -> None:
@@ -68,6 +69,18 @@ PROD = {
         ({"MAILHELPER_KEY_PROVIDER": "local"}, "MAILHELPER_KEY_PROVIDER=local"),
         ({"VAULT_ADDR": ""}, "VAULT_ADDR"),
         ({"CREDENTIALS_DIRECTORY": ""}, "CREDENTIALS_DIRECTORY"),
+        (
+            {"DATABASE_URL": "sqlite:///x.db", "MAILHELPER_LEGACY_SQLITE": "false"},
+            "DATABASE_URL must point to PostgreSQL",
+        ),
+        (
+            {
+                "DATABASE_URL": "sqlite:///x.db",
+                "MAILHELPER_LEGACY_SQLITE": "true",
+                "MAILHELPER_KEY_PROVIDER": "local",
+            },
+            "MAILHELPER_KEY_PROVIDER=local",
+        ),
     ],
 )
 def test_production_refuses_development_sources(
@@ -159,3 +172,28 @@ def test_legacy_orphan_timeout_must_outlast_the_legacy_retry_delays(tmp_path: Pa
     assert load_settings({**env, "MAILHELPER_LEGACY_ORPHAN_TIMEOUT": "751"}).jobs
     with pytest.raises(ConfigError, match="MAILHELPER_LEGACY_ORPHAN_TIMEOUT"):
         load_settings({**env, "MAILHELPER_LEGACY_ORPHAN_TIMEOUT": "750"})
+
+
+def test_legacy_sqlite_install_in_production_keeps_vault_and_no_password(tmp_path: Path) -> None:
+    """A legacy SQLite install runs in production mode until it is migrated: keys and the
+    Flask key from Vault, and no database password to fill in."""
+    env = {
+        "HOME": str(tmp_path),
+        **PROD,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}",
+        "MAILHELPER_LEGACY_SQLITE": "true",
+    }
+    s = load_settings(env)
+    assert s.production
+    assert s.key_provider == "vault"
+
+    class KV:
+        def kv_field(self, name: str, key: str) -> str:
+            assert (name, key) != ("postgresql", "app_password")
+            assert (name, key) != ("postgresql", "migrator_password")
+            return f"{name}-{key}"
+
+    for migrator in (False, True):
+        resolved = resolve_production_secrets(s, KV(), migrator=migrator)  # type: ignore[arg-type]
+        assert resolved.database_url == env["DATABASE_URL"]
+        assert resolved.secret_key == "flask-secret_key"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import sqlite3
 import struct
+from pathlib import Path
 
 import pytest
+from mailhelper.sqlite_migration import segments
 from mailhelper.sqlite_migration.encoding import ENCODERS
 from mailhelper.sqlite_migration.errors import MigrationError
 from mailhelper.sqlite_migration.progress import Progress
@@ -104,3 +108,31 @@ def test_encoders_match_postgresql_binary_forms() -> None:
     for kind, value in [("int4", 2**31), ("float8", b"x"), ("text", 1.5j), ("timestamptz", 5)]:
         with pytest.raises(MigrationError):
             ENCODERS[kind](value)
+
+
+def test_segments_cover_every_id_and_split_at_the_middle_row(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(i * 3,) for i in range(1, 20_001)])
+        small = segments.split(conn, "t", 9_999)
+        assert small == [segments.WHOLE]
+        assert small[0].where() == "TRUE"
+        halves = segments.split(conn, "t", 20_000)
+        assert halves == [segments.Segment(None, 30_003), segments.Segment(30_003, None)]
+        counts = [
+            conn.execute(f"SELECT count(*) FROM t WHERE {s.where()}").fetchone()[0]  # noqa: S608
+            for s in halves
+        ]
+        assert counts == [10_000, 10_000]
+        assert halves[1].where(after=40_000) == "id > 40000 AND id >= 30003"
+        assert (
+            conn.execute(
+                f"SELECT count(*) FROM t WHERE {halves[1].where(after=40_000)}"  # noqa: S608
+            ).fetchone()[0]
+            == 20_000 - 40_000 // 3
+        )
+    one, two = "ab" * 32, "cd" * 32
+    assert segments.combine([one]) == one
+    assert segments.combine([one, two]) == hashlib.sha256(bytes.fromhex(one + two)).hexdigest()
+    assert segments.combine([one, two]) != segments.combine([two, one])

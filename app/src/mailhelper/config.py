@@ -247,7 +247,7 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
     return value
 
 
-def _check_db_url(name: str, value: str, *, production: bool) -> URL:
+def _check_db_url(name: str, value: str, *, production: bool, legacy_sqlite: bool = False) -> URL:
     try:
         url = make_url(value)
     except ArgumentError:
@@ -255,8 +255,13 @@ def _check_db_url(name: str, value: str, *, production: bool) -> URL:
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigError(f"{name} must be a sqlite:// or postgresql:// URL")
     if production:
+        if url.get_backend_name() == "sqlite" and legacy_sqlite:
+            return url  # an existing single-host install until `migrate-sqlite` moves it
         if url.get_backend_name() != "postgresql":
-            raise ConfigError(f"{name} must point to PostgreSQL in production")
+            raise ConfigError(
+                f"{name} must point to PostgreSQL in production (an existing SQLite install "
+                "awaiting its migration: MAILHELPER_LEGACY_SQLITE=true)"
+            )
         if url.password:
             raise ConfigError(
                 f"{name} must not carry a password in production; "
@@ -291,6 +296,7 @@ KNOWN_VARIABLES = frozenset(
         "MAILHELPER_DATA_DIR",
         "DATABASE_URL",
         "MAILHELPER_MIGRATOR_DATABASE_URL",
+        "MAILHELPER_LEGACY_SQLITE",
         "REDIS_URL",
         "SECRET_KEY",
         "MAILHELPER_KEY_PROVIDER",
@@ -389,10 +395,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if production:
             raise ConfigError("DATABASE_URL is required in production (postgresql://...)")
         database_url = f"sqlite:///{data_dir / 'mailhelper.db'}"
-    _check_db_url("DATABASE_URL", database_url, production=production)
+    # production on SQLite only for a legacy install, explicitly: one host, no workers
+    # elsewhere, keys still from Vault Transit (the local key file stays refused)
+    legacy_sqlite = bool(_flag(env, "MAILHELPER_LEGACY_SQLITE"))
+    _check_db_url("DATABASE_URL", database_url, production=production, legacy_sqlite=legacy_sqlite)
     migrator = env.get("MAILHELPER_MIGRATOR_DATABASE_URL") or None
     if migrator:
-        _check_db_url("MAILHELPER_MIGRATOR_DATABASE_URL", migrator, production=production)
+        _check_db_url(
+            "MAILHELPER_MIGRATOR_DATABASE_URL",
+            migrator,
+            production=production,
+            legacy_sqlite=legacy_sqlite,
+        )
 
     redis_url = env.get("REDIS_URL") or None
     if redis_url:

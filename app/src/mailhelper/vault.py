@@ -141,15 +141,19 @@ def resolve_production_secrets(
         pg_field = "migrator_password" if migrator else "app_password"
         base_url = settings.database_url
         if migrator:
-            if not settings.migrator_database_url:
+            if settings.migrator_database_url:
+                base_url = settings.migrator_database_url
+            elif not base_url.startswith("sqlite"):
                 raise ConfigError(
                     "MAILHELPER_MIGRATOR_DATABASE_URL is required for `mailhelper db upgrade` "
                     "in production"
                 )
-            base_url = settings.migrator_database_url
-        overrides["database_url"] = url_with_password(
-            base_url, session.kv_field("postgresql", pg_field)
-        )
+        if not base_url.startswith("sqlite"):  # a legacy SQLite install has no password
+            overrides["database_url"] = url_with_password(
+                base_url, session.kv_field("postgresql", pg_field)
+            )
+        elif base_url != settings.database_url:
+            overrides["database_url"] = base_url
     if "redis" in secrets and settings.redis_url:
         overrides["redis_url"] = redis_url_with_password(
             settings.redis_url, session.kv_field("redis", "app_password")

@@ -30,6 +30,8 @@ from typing import Any, TextIO
 import psycopg
 import sqlalchemy.exc
 
+from mailhelper.config import load_settings, url_with_password
+from mailhelper.errors import ConfigError, KeyProviderError
 from mailhelper.sqlite_migration.errors import (
     Interrupted,
     MigrationError,
@@ -44,7 +46,9 @@ from mailhelper.sqlite_migration.runner import (
     MigrationReport,
     run_migration,
 )
+from mailhelper.sqlite_migration.segments import STREAMS
 from mailhelper.sqlite_migration.target_url import RedactingFilter, Redactor, parse_target
+from mailhelper.vault import VaultSession
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -70,6 +74,13 @@ def add_parser(sub: Any) -> None:
         help="postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (password optional: PGPASSWORD, "
         "a libpq passfile or ?service=NAME work too; it is never printed)",
     )
+    p.add_argument(
+        "--target-password-from-vault",
+        action="store_true",
+        help="take the password of the --target URL from Vault KV (postgresql/"
+        "migrator_password) with the app's configuration and AppRole login, as `mailhelper db "
+        "upgrade` does; the URL then carries no password",
+    )
     p.add_argument("--report", type=Path, help="write the JSON report to this file")
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
     mode = p.add_mutually_exclusive_group()
@@ -78,6 +89,16 @@ def add_parser(sub: Any) -> None:
     mode.add_argument("--replace", action="store_true", help="empty the target tables first")
     p.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, help=argparse.SUPPRESS)
     p.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES, help=argparse.SUPPRESS)
+    p.add_argument("--streams", type=int, default=STREAMS, help=argparse.SUPPRESS)
+
+
+def _with_vault_password(url: str) -> str:
+    """The URL with the migrator password read from Vault KV, never from a command line."""
+    settings = load_settings()
+    if not settings.vault.addr:
+        raise ConfigError("--target-password-from-vault needs VAULT_ADDR in the configuration")
+    password = VaultSession(settings.vault).kv_field("postgresql", "migrator_password")
+    return url_with_password(url, password)
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
@@ -145,8 +166,11 @@ def run(args: argparse.Namespace) -> int:
     """Entry point from `mailhelper.cli`; returns the exit status."""
     redact = Redactor()
     try:
-        target = parse_target(args.target)
-    except MigrationError as exc:
+        raw = args.target
+        if args.target_password_from_vault:
+            raw = _with_vault_password(raw)
+        target = parse_target(raw)
+    except (MigrationError, ConfigError, KeyProviderError) as exc:
         print(f"mailhelper: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     redact = Redactor(target.secrets)
@@ -163,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         replace=args.replace,
         batch_rows=max(1, args.batch_rows),
         batch_bytes=max(1, args.batch_bytes),
+        streams=max(1, args.streams),
     )
     progress = Progress(sys.stderr)
     with _redacted_logging(redact):

@@ -6,9 +6,12 @@ holds a few batches only, so memory does not grow with the table. Each batch is 
 its own transaction: a kill loses at most the batch in flight, and the next run continues
 after the target's highest id.
 
-A table copied from its first row is hashed on the way (the rows exactly as read from the
-source, in the normal form of `checksums`), so the verification needs to re-read the
-source only for a table a resumed run continued.
+One call copies one segment (a primary-key range, see `segments`); the runner copies the
+segments of a large table at once, each on its own connection. A segment copied from its
+first row is hashed on the way (the rows exactly as read from the source, in the normal
+form of `checksums`), so the verification needs to re-read the source only for a segment
+a resumed run continued. `cancel` stops the copy between batches, rolling back the batch
+in flight (Ctrl-C / SIGTERM reach the main thread only).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from psycopg import sql
 
 from mailhelper.sqlite_migration.digest import new_digest
 from mailhelper.sqlite_migration.encoding import HEADER, TRAILER, RowEncoder
+from mailhelper.sqlite_migration.errors import MigrationError
+from mailhelper.sqlite_migration.segments import Segment
 from mailhelper.sqlite_migration.source import open_source
 from mailhelper.sqlite_migration.tables import TableSpec
 
@@ -43,7 +48,11 @@ class Batch:
 @dataclass
 class Done:
     rows: int
-    digest: str | None  # of the whole table, when the copy began at its first row
+    digest: str | None  # of the whole segment, when the copy began at its first row
+
+
+class CopyCancelledError(MigrationError):
+    """Another segment failed or the run was interrupted: this one stopped between batches."""
 
 
 class _Stopped(Exception):  # noqa: N818 - control flow between the two threads
@@ -53,7 +62,8 @@ class _Stopped(Exception):  # noqa: N818 - control flow between the two threads
 def _reader(
     path: Path,
     spec: TableSpec,
-    after_id: int,
+    segment: Segment,
+    after_id: int | None,
     out: queue.Queue[Batch | Done | BaseException],
     stop: threading.Event,
     batch_rows: int,
@@ -74,13 +84,13 @@ def _reader(
         conn = open_source(path)
         enc = RowEncoder(spec.name, spec.columns, spec.types)
         cur = conn.execute(
-            f'SELECT {spec.column_list} FROM "{spec.name}" WHERE id > ? ORDER BY id',  # noqa: S608 - names from the catalog
-            (after_id,),
+            f'SELECT {spec.column_list} FROM "{spec.name}" '  # noqa: S608 - catalog names, int bounds
+            f"WHERE {segment.where(after_id)} ORDER BY id"
         )
-        digest = new_digest() if after_id == 0 else None
+        digest = new_digest() if after_id is None else None
         if digest is not None:
             digest.update(HEADER)
-        buf, count, total, last_id = bytearray(HEADER), 0, 0, after_id
+        buf, count, total, last_id = bytearray(HEADER), 0, 0, after_id or 0
 
         def send() -> None:
             if digest is not None:
@@ -119,13 +129,16 @@ def copy_table(
     pg: psycopg.Connection,
     spec: TableSpec,
     *,
-    after_id: int,
+    segment: Segment,
+    after_id: int | None,
     batch_rows: int,
     batch_bytes: int,
     on_batch: Callable[[int], None],
+    cancel: threading.Event | None = None,
 ) -> Done:
-    """Copy the rows with id > after_id: how many were committed and, when after_id is 0,
-    the source checksum of the table."""
+    """Copy the segment's rows (with id > after_id when resuming): how many were committed
+    and, when after_id is None (nothing of the segment on the target), its source digest."""
+    cancel = cancel or threading.Event()
     stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(spec.name), sql.SQL(", ").join(map(sql.Identifier, spec.columns))
     )
@@ -133,21 +146,36 @@ def copy_table(
     stop = threading.Event()
     reader = threading.Thread(
         target=_reader,
-        args=(path, spec, after_id, batches, stop, batch_rows, batch_bytes),
+        args=(path, spec, segment, after_id, batches, stop, batch_rows, batch_bytes),
         name=f"migrate-read-{spec.name}",
         daemon=True,
     )
     reader.start()
     try:
         while True:
-            item = batches.get()
+            item = _next(batches, cancel)
             if isinstance(item, Done):
                 return item
             if isinstance(item, BaseException):
                 raise item
-            with pg.transaction(), pg.cursor() as cur, cur.copy(stmt) as copy:
-                copy.write(item.data)
+            with pg.transaction(), pg.cursor() as cur:
+                with cur.copy(stmt) as copy:
+                    copy.write(item.data)
+                if cancel.is_set():  # leaving the block by an exception rolls the batch back
+                    raise CopyCancelledError(f"{spec.name}: copy stopped")
             on_batch(item.rows)
     finally:
         stop.set()
         reader.join()
+
+
+def _next(
+    batches: queue.Queue[Batch | Done | BaseException], cancel: threading.Event
+) -> Batch | Done | BaseException:
+    while True:
+        if cancel.is_set():
+            raise CopyCancelledError("copy stopped")
+        try:
+            return batches.get(timeout=0.2)
+        except queue.Empty:
+            continue

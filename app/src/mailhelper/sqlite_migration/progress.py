@@ -3,6 +3,7 @@ otherwise (one every few seconds and one per finished table)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -37,6 +38,7 @@ class Progress:
         self.copied = 0
         self.started = 0.0
         self.last = 0.0
+        self._lock = threading.Lock()
 
     def start(self, table: str, total: int, already: int) -> None:
         self.table, self.total, self.done, self.copied = table, total, already, 0
@@ -46,12 +48,13 @@ class Progress:
             self._line(f"{table}: copying {total - already:,} of {total:,} rows{state}")
 
     def advance(self, rows: int) -> None:
-        self.done += rows
-        self.copied += rows
-        now = self.clock()
-        if now - self.last >= self.interval:
-            self.last = now
-            self._show(now)
+        with self._lock:  # the segments of a table report from their own threads
+            self.done += rows
+            self.copied += rows
+            now = self.clock()
+            if now - self.last >= self.interval:
+                self.last = now
+                self._show(now)
 
     def finish(self) -> None:
         now = self.clock()

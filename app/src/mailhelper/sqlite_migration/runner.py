@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import datetime as dt
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +18,18 @@ from psycopg import sql
 
 from mailhelper import __version__, db
 from mailhelper.sqlite_migration import constraints
-from mailhelper.sqlite_migration.checksums import Checksum, compare_tables, schema_differences
+from mailhelper.sqlite_migration.checksums import (
+    Checksum,
+    Plan,
+    compare_tables,
+    plan,
+    schema_differences,
+)
 from mailhelper.sqlite_migration.copier import copy_table
 from mailhelper.sqlite_migration.digest import DIGEST
 from mailhelper.sqlite_migration.errors import MigrationError, TargetNotEmptyError
 from mailhelper.sqlite_migration.progress import Progress
+from mailhelper.sqlite_migration.segments import STREAMS, Segment
 from mailhelper.sqlite_migration.source import (
     check_revision,
     expected_revision,
@@ -42,6 +53,7 @@ class MigrationOptions:
     replace: bool = False
     batch_rows: int = DEFAULT_BATCH_ROWS
     batch_bytes: int = DEFAULT_BATCH_BYTES
+    streams: int = STREAMS  # parallel COPY streams (and verification threads per side)
 
 
 @dataclass
@@ -96,11 +108,6 @@ def _occupied(pg: psycopg.Connection, specs: list[TableSpec]) -> list[str]:
     ]
 
 
-def _max_id(pg: psycopg.Connection, table: str) -> int:
-    row = pg.execute(sql.SQL("SELECT max(id) FROM {}").format(sql.Identifier(table))).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
-
-
 def _guard_target(pg: psycopg.Connection, specs: list[TableSpec], opts: MigrationOptions) -> None:
     occupied = _occupied(pg, specs)
     incomplete = constraints.state_exists(pg)
@@ -134,48 +141,80 @@ def _copy(
     opts: MigrationOptions,
     pg: psycopg.Connection,
     specs: list[TableSpec],
+    plans: dict[str, Plan],
     report: MigrationReport,
     progress: Progress,
-) -> dict[str, Checksum]:
-    """Copy every table; returns the source checksums of the tables copied from row one."""
-    source = open_source(opts.source)
-    try:
-        totals = {
-            s.name: source.execute(f'SELECT count(*) FROM "{s.name}"').fetchone()[0]  # noqa: S608
-            for s in specs
-        }
-    finally:
-        source.close()
+) -> dict[tuple[str, int], Checksum]:
+    """Copy every table, the segments of a large one at once (one connection each).
+
+    Returns the source checksums of the segments copied from their first row, keyed by
+    (table, segment index). A resumed run continues each segment after the highest id the
+    target holds in that segment's range.
+    """
     names = [s.name for s in specs]
     set_aside = constraints.relax(pg, names)
     progress.note(f"set aside {set_aside} foreign keys, unique constraints and indexes")
-    # batches are re-checked by the verification and found again by max(id) after a crash:
-    # no need to wait for each batch's WAL flush
-    pg.execute("SET synchronous_commit TO OFF")
-    known: dict[str, Checksum] = {}
-    for spec in specs:
-        after = _max_id(pg, spec.name)
-        already = _count(pg, spec.name) if after else 0
-        progress.start(spec.name, totals[spec.name], already)
-        done = copy_table(
-            opts.source,
-            pg,
-            spec,
-            after_id=after,
-            batch_rows=opts.batch_rows,
-            batch_bytes=opts.batch_bytes,
-            on_batch=progress.advance,
-        )
-        report.copied_rows[spec.name] = done.rows
-        if done.digest is not None:
-            known[spec.name] = Checksum(done.rows, done.digest)
-        progress.finish()
-    pg.execute("SET synchronous_commit TO ON")
+    streams = max(len(p.segments) for p in plans.values()) if plans else 1
+    known: dict[tuple[str, int], Checksum] = {}
+    cancel = threading.Event()
+    with contextlib.ExitStack() as stack:
+        conns = [pg]
+        for _ in range(streams - 1):
+            conns.append(stack.enter_context(psycopg.connect(opts.target.libpq, autocommit=True)))
+        for conn in conns:
+            # batches are re-checked by the verification and found again by max(id) after a
+            # crash: no need to wait for each batch's WAL flush
+            conn.execute("SET synchronous_commit TO OFF")
+        pool = stack.enter_context(ThreadPoolExecutor(streams, thread_name_prefix="migrate-copy"))
+        for spec in specs:
+            segments = plans[spec.name].segments
+            starts = [_resume_point(pg, spec.name, seg) for seg in segments]
+            already = _count(pg, spec.name) if any(a is not None for a in starts) else 0
+            progress.start(spec.name, plans[spec.name].rows, already)
+            futures = [
+                pool.submit(
+                    copy_table,
+                    opts.source,
+                    conns[i],
+                    spec,
+                    segment=seg,
+                    after_id=starts[i],
+                    batch_rows=opts.batch_rows,
+                    batch_bytes=opts.batch_bytes,
+                    on_batch=progress.advance,
+                    cancel=cancel,
+                )
+                for i, seg in enumerate(segments)
+            ]
+            try:
+                done = [f.result() for f in futures]
+            except BaseException:
+                cancel.set()  # the other segments roll back their batch in flight and stop
+                concurrent.futures.wait(futures)
+                raise
+            report.copied_rows[spec.name] = sum(d.rows for d in done)
+            for i, d in enumerate(done):
+                if d.digest is not None:
+                    known[(spec.name, i)] = Checksum(d.rows, d.digest)
+            progress.finish()
+        for conn in conns:
+            conn.execute("SET synchronous_commit TO ON")
     progress.note("rebuilding foreign keys, unique constraints and indexes")
     report.schema["rebuilt"] = constraints.restore(pg, names)
     _reset_sequences(pg, specs)
     pg.execute("ANALYZE")
     return known
+
+
+def _resume_point(pg: psycopg.Connection, table: str, segment: Segment) -> int | None:
+    """None when the target has no row in the segment, else its highest id there."""
+    row = pg.execute(
+        sql.SQL("SELECT max(id) FROM {} WHERE {}").format(
+            sql.Identifier(table),
+            sql.SQL(segment.where()),  # type: ignore[arg-type] - int bounds only
+        )
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def _count(pg: psycopg.Connection, table: str) -> int:
@@ -238,14 +277,17 @@ def _migrate_and_verify(
             specs = table_specs(pg, source)
         finally:
             source.close()
-        known: dict[str, Checksum] = {}
+        plans = plan(opts.source, specs, opts.streams)
+        known: dict[tuple[str, int], Checksum] = {}
         if not opts.verify_only:
             _guard_target(pg, specs, opts)
-            known = _copy(opts, pg, specs, report, progress)
+            known = _copy(opts, pg, specs, plans, report, progress)
             report.seconds["copy"] = round(time.monotonic() - started, 3)
         progress.note("verifying: row counts and checksums on both sides")
         verify_started = time.monotonic()
-        checks = compare_tables(opts.source, opts.target.libpq, specs, known)
+        checks = compare_tables(
+            opts.source, opts.target.libpq, specs, known, plans, max(1, opts.streams)
+        )
         differences = schema_differences(pg, opts.target.sqlalchemy)
     report.seconds["verify"] = round(time.monotonic() - verify_started, 3)
     report.seconds["total"] = round(time.monotonic() - started, 3)

@@ -165,6 +165,16 @@ def test_credentials_files_hold_the_worker_approle(host, stack):
     assert host.file(f"{CREDS}/vault-secret-id").content_string.strip() == worker["secret_id"]
 
 
+def test_restart_record_follows_release_and_config(host):
+    """The units restart when `current` or the config file changes, whoever changed them:
+    the role keeps what they were started with next to the config file."""
+    mark = host.file("/etc/mail-helper/mail-helper-celery-worker.deployed").content_string
+    release = host.file(CURRENT).linked_to
+    config_sha1 = host.check_output("sha1sum /etc/mail-helper/mailhelper.conf").split()[0]
+    assert f"release={release}\n" in mark
+    assert f"config={config_sha1}\n" in mark
+
+
 def test_beat_keeps_its_schedule_in_its_state_dir(host):
     d = host.file(BEAT_STATE)
     assert (d.user, d.mode) == (USER, 0o700)

@@ -165,6 +165,16 @@ def test_credentials_files_hold_the_worker_approle(host, stack):
     assert host.file(f"{CREDS}/vault-secret-id").content_string.strip() == worker["secret_id"]
 
 
+def test_restart_record_follows_release_and_config(host):
+    """The units restart when `current` or the config file changes, whoever changed them:
+    the role keeps what they were started with next to the config file."""
+    mark = host.file("/etc/mail-helper/mail-helper-celery-worker.deployed").content_string
+    release = host.file(CURRENT).linked_to
+    config_sha1 = host.check_output("sha1sum /etc/mail-helper/mailhelper.conf").split()[0]
+    assert f"release={release}\n" in mark
+    assert f"config={config_sha1}\n" in mark
+
+
 def test_beat_keeps_its_schedule_in_its_state_dir(host):
     d = host.file(BEAT_STATE)
     assert (d.user, d.mode) == (USER, 0o700)
@@ -192,11 +202,11 @@ def test_worker_answers_ping(host):
 
 
 def test_a_sync_job_of_the_app_runs_on_the_worker(host, restart):
-    result = host.run(f"{ADMIN} enqueue-sync --account {restart['account_id']} --wait 180 --json")
+    account = int(restart["direct_account_id"])  # Dovecot directly, not the slow relay
+    result = host.run(f"{ADMIN} enqueue-sync --account {account} --wait 180 --json")
     assert result.rc == 0, result.stdout + result.stderr
     job = json.loads(result.stdout.strip().splitlines()[-1])
     assert (job["backend"], job["status"]) == ("celery", "success"), job
-    account = int(restart["direct_account_id"])
     count = psql(host, f"SELECT count(*) FROM messages WHERE account_id = {account}")  # noqa: S608
     assert int(count) > 0
 

@@ -44,11 +44,19 @@ def deployed(stack: Stack) -> Stack:
 
 @pytest.fixture(scope="session")
 def synced(deployed: Stack) -> dict[str, dict[str, Any]]:
-    """Both users created, an account each added through app1, synced by the worker."""
+    """Both users created, an account each added through app1, synced by the worker. On a
+    reused stack (KIMH_STACK_REUSE=1) the users and accounts of the last run are taken."""
     out: dict[str, dict[str, Any]] = {}
+    reuse = os.environ.get("KIMH_STACK_REUSE") == "1"
     for user in USERS:
         email, password = f"{user}@example.org", f"stack-test-{user}-pw"
-        deployed.admin("app1", ["create-user", "--email", email], stdin=f"{password}\n{password}\n")
+        created = deployed.exec(
+            "app1",
+            ["/usr/local/sbin/mail-helper-admin", "create-user", "--email", email],
+            stdin=f"{password}\n{password}\n",
+            check=not reuse,
+        )
+        del created
         token = requests.post(
             deployed.app_url("app1", "/api/v1/auth/token"),
             json={"email": email, "password": password},
@@ -57,6 +65,12 @@ def synced(deployed: Stack) -> dict[str, dict[str, Any]]:
         assert token.status_code == 201, token.text
         # The second app host serves the same users (shared database and Vault).
         api = Api(deployed.app_url("app2", "/api/v1"), token.json()["token"])
+        existing = api.get("/accounts").json()["accounts"] if reuse else []
+        if existing:
+            account_id = existing[0]["id"]
+            job = api.post(f"/accounts/{account_id}/sync")
+            out[user] = {"api": api, "account": account_id, "job": job.json()["job"]}
+            continue
         account = api.post(
             "/accounts",
             {
@@ -75,7 +89,7 @@ def synced(deployed: Stack) -> dict[str, dict[str, Any]]:
     for user in USERS:
         while True:
             state = out[user]["api"].get(f"/jobs/{out[user]['job']['id']}").json()
-            if state["status"] in ("done", "failed") or time.monotonic() > deadline:
+            if state["status"] in ("success", "failed", "expired") or time.monotonic() > deadline:
                 break
             time.sleep(1)
         out[user]["final"] = state

@@ -20,7 +20,7 @@ def test_sync_jobs_finished_on_the_backend_of_the_active_phase(
     ]
     for user in USERS:
         final = synced[user]["final"]
-        assert final["status"] == "done", f"{user}: {final}"
+        assert final["status"] == "success", f"{user}: {final}"
         assert final["backend"] == backend, f"{user}: {final}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.header
 import imaplib
 import json
 import os
@@ -219,7 +220,8 @@ def imap_subjects(stack: Stack, user: str) -> list[str]:
             for num in data[0].split():
                 _, parts = imap.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
                 header = parts[0][1].decode().strip()
-                subjects.append(header.split(":", 1)[1].strip())
+                raw = " ".join(header.split(":", 1)[1].split())  # unfolded
+                subjects.append(str(email.header.make_header(email.header.decode_header(raw))))
     return subjects
 
 

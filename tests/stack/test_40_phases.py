@@ -116,7 +116,9 @@ def test_phase2_gate_refuses_a_low_success_rate(
 
 def test_phase2_forced_past_its_gate_and_recorded(deployed: Stack, load: Load) -> None:
     result = phase_run(
-        "phase2_prepare", "-e", "cutoff_force=true", "-e", f"cutoff_force_reason={FORCE_REASON}"
+        "phase2_prepare",
+        "-e",
+        json.dumps({"cutoff_force": True, "cutoff_force_reason": FORCE_REASON}),
     )
     assert result.returncode == 0, result.tail()
     assert "GATE FORCED" in result.output
@@ -191,17 +193,24 @@ def test_phase3_cuts_the_legacy_queue_off(
 
 
 def test_a_leftover_legacy_flag_is_a_clear_startup_error(deployed: Stack) -> None:
+    # The web app's start (gunicorn imports mailhelper.wsgi) with the service's identity and
+    # credentials, but a copy of its configuration that still sets the flag.
     script = (
         "cp /etc/mail-helper/mailhelper.conf /run/leftover.conf"
         " && echo USE_LEGACY_JOBS=true >> /run/leftover.conf"
         " && chgrp mail-helper /run/leftover.conf"
-        " && runuser -u mail-helper -- env MAILHELPER_CONFIG_FILE=/run/leftover.conf"
+        " && systemd-run --quiet --pipe --wait --collect --service-type=exec"
+        " -p User=mail-helper -p Group=mail-helper"
+        " -p Environment=MAILHELPER_CONFIG_FILE=/run/leftover.conf"
+        " -p LoadCredential=vault-role-id:/etc/mail-helper/credentials/vault-role-id"
+        " -p LoadCredential=vault-secret-id:/etc/mail-helper/credentials/vault-secret-id"
         " /opt/mail-helper/current/venv/bin/python -c 'import mailhelper.wsgi'"
         "; rc=$?; rm -f /run/leftover.conf; exit $rc"
     )
     out = deployed.exec("app2", ["sh", "-c", script], check=False)
     assert out.returncode != 0
-    assert "USE_LEGACY_JOBS=true but the legacy job queue" in out.stderr, out.stderr[-2000:]
+    output = out.stdout + out.stderr
+    assert "USE_LEGACY_JOBS=true but the legacy job queue" in output, output[-2000:]
 
 
 def test_rollback_from_phase3_restores_the_module(deployed: Stack, load: Load) -> None:

@@ -153,6 +153,7 @@ def test_migration_keeps_every_row_as_the_app_reads_it(
         "folders",
         "messages",
         "job_runs",
+        "phase_transitions",
     }
     for t in tables.values():
         assert t["status"] == "ok"
@@ -225,6 +226,7 @@ def test_verify_only_finds_a_corrupted_row(
         "folders": "ok",
         "messages": "mismatch",
         "job_runs": "mismatch",
+        "phase_transitions": "ok",
     }
     assert doc["status"] == "mismatch"
     assert doc["exit_code"] == 4

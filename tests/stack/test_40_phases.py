@@ -148,16 +148,35 @@ def test_phase3_gate_refuses_a_recent_legacy_job(
     refused_without_change(result, "legacy and fallback jobs")
 
 
+def quiet_days_since_last_legacy_job(stack: Stack, timeout: float = 300) -> str:
+    """The longest phase 3 window without a legacy or fallback job (the walk takes minutes),
+    once a Celery job enqueued in it has finished: on a busy machine the jobs of the last
+    seconds may all still be queued, and a gate without a finished Celery job refuses."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = json.loads(stack.admin("app1", ["cutoff-report", "--days", "1", "--json"]))
+        assert report["last_legacy_job_at"], "the walk started in phase 0: legacy jobs ran"
+        last = dt.datetime.fromisoformat(report["last_legacy_job_at"])
+        # One second of margin keeps the last legacy job out of the window.
+        days = f"{((dt.datetime.now(dt.UTC) - last).total_seconds() - 1) / 86400:.8f}"
+        window = json.loads(stack.admin("app1", ["cutoff-report", "--days", days, "--json"]))
+        celery = window["backends"].get("celery", {})
+        if window["legacy_jobs"] + window["fallback_jobs"] == 0 and celery.get("finished"):
+            return days
+        assert time.monotonic() < deadline, f"no quiet window with a finished Celery job: {window}"
+        time.sleep(5)
+
+
 def phase3(stack: Stack, synced: dict[str, dict[str, Any]]) -> PlaybookResult:
-    """Phase 3 with phase 2's minimum and quiet window shrunk to the walk's minutes; the
-    sync probe uses alice's account."""
+    """Phase 3 with phase 2's minimum shrunk to the walk's minutes and the quiet window to the
+    time since the last legacy job; the sync probe uses alice's account."""
     account = synced["alice"]["account"]
     return phase_run(
         "phase3_cutoff",
         "-e",
         "cutoff_phase2_min_days=0",
         "-e",
-        f"cutoff_phase3_quiet_days={quiet_days_since_phase2(stack)}",
+        f"cutoff_phase3_quiet_days={quiet_days_since_last_legacy_job(stack)}",
         "-e",
         f"cutoff_probe_account_id={account}",
     )

@@ -23,8 +23,9 @@ def stack() -> Iterator[Stack]:
     reuse = os.environ.get("KIMH_STACK_REUSE") == "1" and st.is_up()
     if not reuse:
         start = time.monotonic()
-        run_playbook("tests/stack/stack_up.yml")
+        up = run_playbook("tests/stack/stack_up.yml", log="stack-up")
         TIMINGS["containers up"] = time.monotonic() - start
+        assert up.returncode == 0, f"the stack's containers did not come up:\n{up.tail()}"
     yield st
     if os.environ.get("KIMH_STACK_KEEP") != "1":
         run_playbook("tests/stack/stack_down.yml")

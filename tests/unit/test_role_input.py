@@ -1,4 +1,5 @@
-"""Bad role input fails at the start of the play, with a message that names the variable.
+"""Bad role input fails at the start of the play, with a message that names the variable
+and never the secret.
 
 Each case applies one role to the controller in check mode with a vars file; validation
 must stop the play before its first real task, so nothing is ever installed here.
@@ -17,9 +18,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
+PASSWORD = "a-test-password-0123456789"
+SECRET_ID = "fake-secret-id-must-never-show-77e1"
 GOOD = {
-    "redis": {"redis_app_password": "a-test-password-0123456789"},
-    "imap_demo": {"imap_demo_users": [{"name": "demo", "password": "a-test-password-0123456789"}]},
+    "redis": {"redis_app_password": PASSWORD},
+    "imap_demo": {"imap_demo_users": [{"name": "demo", "password": PASSWORD}]},
+    "celery_worker": {
+        "celery_worker_vault_role_id": "fake-role-id",
+        "celery_worker_vault_secret_id": SECRET_ID,
+        "celery_worker_install_release": False,
+    },
+    "flower": {
+        "flower_vault_role_id": "fake-role-id",
+        "flower_vault_secret_id": SECRET_ID,
+        "flower_install_release": False,
+    },
 }
 
 # (role, variables layered over the good ones (None removes one), text the failure must show)
@@ -42,6 +55,27 @@ CASES = [
     ),
     ("imap_demo", {"imap_demo_imaps_port": 143}, "must differ"),
     ("imap_demo", {"imap_demo_mesages_per_user": 3}, "imap_demo_mesages_per_user"),
+    ("celery_worker", {"celery_worker_vault_secret_id": None}, "celery_worker_vault_secret_id"),
+    ("celery_worker", {"celery_worker_vault_secret_id": ""}, "celery_worker_vault_secret_id must"),
+    (
+        "celery_worker",
+        {"celery_worker_concurrency": 0},
+        "celery_worker_concurrency must be at least",
+    ),
+    ("celery_worker", {"celery_worker_loglevel": "LOUD"}, "celery_worker_loglevel"),
+    (
+        "celery_worker",
+        {"celery_worker_stop_margin": 1},
+        "celery_worker_stop_margin must be at least",
+    ),
+    ("celery_worker", {"celery_worker_queue": "a,b"}, "celery_worker_queue may hold only"),
+    ("celery_worker", {"celery_worker_state_dir": "/srv/w"}, "celery_worker_state_dir and"),
+    ("celery_worker", {"celery_worker_concurency": 3}, "Unknown celery_worker role variable(s)"),
+    ("flower", {"flower_vault_role_id": None}, "flower_vault_role_id"),
+    ("flower", {"flower_port": 70000}, "flower_port must be between 1 and 65535"),
+    ("flower", {"flower_url_prefix": "a b"}, "flower_url_prefix must be a URL path"),
+    ("flower", {"flower_listen_address": "0.0.0.0/0"}, "flower_listen_address must be"),
+    ("flower", {"flower_prot": 5556}, "Unknown flower role variable(s): flower_prot"),
 ]
 
 
@@ -95,13 +129,15 @@ def test_bad_input_fails_first_and_names_the_variable(tmp_path, role, change, me
     # Validation comes first: no task after it may have run.
     assert "changed=0" in output, output
     assert f"{role} : Install" not in output, output
+    assert f"{role} : Write" not in output, output
+    assert PASSWORD not in output
+    assert SECRET_ID not in output
 
 
 def test_bad_input_never_echoes_a_password(tmp_path):
-    secret = "a-test-password-0123456789"
     result = run_role(tmp_path, "redis", layered("redis", {"redis_port": 0}))
     assert result.returncode != 0
-    assert secret not in result.stdout + result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
 
 
 def test_good_input_passes_validation(tmp_path):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from stacklib import RESULTS, TIMINGS, Stack, run_playbook
+import requests
+
+from stacklib import RESULTS, TIMINGS, Stack, imap_subjects, run_playbook
 
 
 def test_every_app_host_is_healthy_after_the_cold_deploy(deployed: Stack) -> None:
@@ -31,3 +33,22 @@ def test_site_prints_where_the_app_and_flower_answer(deployed: Stack) -> None:
     assert f"App:    http://{deployed.ip('app1')}:8000" in output
     assert f"Flower: http://{deployed.ip('worker1')}:5555" in output
     assert "Vault CA, init output and deployer credentials:" in output
+
+
+def test_the_deploy_leaves_a_demo_login_with_its_mailbox_synced(deployed: Stack) -> None:
+    """playbooks/demo_login.yml: the app user of the demo mailbox exists, logs in with the
+    generated password, and the cold deploy synced every message of the mailbox."""
+    password = (deployed.state_dir / "demo_login").read_text().strip()
+    session = requests.Session()
+    login = session.post(
+        deployed.app_url("app2", "/api/v1/auth/login"),
+        json={"email": "demo@example.org", "password": password},
+        timeout=30,
+    )
+    assert login.status_code == 200, login.text
+    accounts = session.get(deployed.app_url("app2", "/api/v1/accounts"), timeout=30).json()
+    assert [(a["host"], a["username"]) for a in accounts["accounts"]] == [("imap1", "demo")]
+    synced = accounts["accounts"][0]["message_count"]
+    assert synced == len(imap_subjects(deployed, "demo")) > 0
+    output = (RESULTS / "stack-site-cold.log").read_text()
+    assert f"Demo login demo@example.org: {synced} messages synced from demo@imap1" in output

@@ -1,5 +1,9 @@
 """A load generator for the phase walk: sync requests and API reads against every app
-host, in threads, recording every response and every accepted job."""
+host, in threads, recording every response and every accepted job.
+
+Sync requests are closed-loop, as a user's are: a client asks for its next sync once the
+previous one has finished (it polls the job meanwhile). Open-loop syncs at a fixed rate
+outran the one test worker on a busy machine, and the queue then grew without bound."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import requests
+
+TERMINAL = ("success", "failed", "expired")
 
 
 @dataclass
@@ -56,10 +62,22 @@ class Load:
             [(url, client) for url in self.app_urls for client in self.clients]
         )
         interval = self.sync_interval if kind == "sync" else self.read_interval
+        outstanding: dict[int, int] = {}  # client's account -> its unfinished job
         while not self._stop.is_set():
             url, client = next(targets)
             try:
-                if kind == "sync":
+                if kind == "sync" and client.account in outstanding:
+                    kind_done = "poll"
+                    resp = requests.get(
+                        f"{url}/api/v1/jobs/{outstanding[client.account]}",
+                        headers=client.headers,
+                        timeout=30,
+                    )
+                    ok = resp.status_code == 200
+                    if ok and resp.json()["status"] in TERMINAL:
+                        outstanding.pop(client.account)
+                elif kind == "sync":
+                    kind_done = "sync"
                     resp = requests.post(
                         f"{url}/api/v1/accounts/{client.account}/sync",
                         headers=client.headers,
@@ -67,16 +85,18 @@ class Load:
                     )
                     ok = resp.status_code == 202
                     if ok:
+                        outstanding[client.account] = resp.json()["job"]["id"]
                         with self._lock:
-                            self.jobs.append((client, resp.json()["job"]["id"]))
+                            self.jobs.append((client, outstanding[client.account]))
                 else:
+                    kind_done = "read"
                     resp = requests.get(
                         f"{url}/api/v1/accounts/{client.account}/messages",
                         headers=client.headers,
                         timeout=30,
                     )
                     ok = resp.status_code == 200
-                outcome = f"{kind} {resp.status_code}"
+                outcome = f"{kind_done} {resp.status_code}"
                 if not ok:
                     self.failures.append(f"{time.strftime('%X')} {url} {outcome} {resp.text[:200]}")
             except requests.RequestException as exc:
@@ -100,7 +120,7 @@ class Load:
                 ).json()
                 if state["status"] == "success":
                     pending.pop(job)
-                elif state["status"] in ("failed", "expired"):
+                elif state["status"] in TERMINAL:
                     bad[job] = f"{state['status']}: {state['error']}"
                     pending.pop(job)
             if pending:

@@ -4,6 +4,10 @@ The tests run in file order and build on each other: the legacy install as found
 under --check (nothing changes), input refused at the start, a run that fails at the
 migration (a source at another schema revision, from a controller path) and must leave the
 app on SQLite and healthy, then the real migration and what it must leave behind.
+Then the old-host path (migrate_sqlite_source_host, the platform `<app host>-oldbox`: a legacy
+file with 60 messages more than the app host's, and a stand-in mail-helper.service): the app
+put back on SQLite (converge again), a run that fails after the writers stopped (the target
+not empty, no --replace), then the real migration from the old host's file.
 """
 
 import json
@@ -14,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import testinfra
 
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 ROOT = Path(__file__).resolve().parents[5]
@@ -23,9 +28,12 @@ CONFIG = "/etc/mail-helper/mailhelper.conf"
 SQLITE_DB = "/var/lib/mail-helper/mailhelper.db"
 BACKUPS = "/var/backups/mail-helper"
 MESSAGES = 600  # side_effect.yml: 2 users, 300 messages each
+OLD_MESSAGES = MESSAGES + 60  # side_effect.yml: the old host's file has 60 more
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", str(EPHEMERAL / "inventory"))
+TRANSIT = Path.home() / ".cache" / "ki-mail-helper" / "migrate-sqlite"
 
 
-def playbook(hostname: str, *extra: str) -> subprocess.CompletedProcess:
+def playbook(hostname: str, *extra: str, path: Path = PLAYBOOK) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(EPHEMERAL / "ansible.cfg"),
@@ -35,10 +43,10 @@ def playbook(hostname: str, *extra: str) -> subprocess.CompletedProcess:
     argv = [
         "ansible-playbook",
         "-i",
-        os.environ.get("MOLECULE_INVENTORY_FILE", str(EPHEMERAL / "inventory")),
+        INVENTORY,
         "-i",
         str(EPHEMERAL / "legacy-vars.yml"),
-        str(PLAYBOOK),
+        str(path),
         *extra,
     ]
     if hostname:
@@ -49,6 +57,16 @@ def playbook(hostname: str, *extra: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def name(host) -> str:
     return host.backend.get_hostname()
+
+
+@pytest.fixture(scope="module")
+def old_name(name) -> str:
+    return f"{name}-oldbox"
+
+
+@pytest.fixture(scope="module")
+def old(old_name):
+    return testinfra.get_host(f"ansible://{old_name}", ansible_inventory=INVENTORY)
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +261,126 @@ def test_a_second_run_refuses_an_app_already_on_postgresql(host, name) -> None:
     assert "nothing to migrate" in out, out[-2000:]
     assert main_pid(host) == pid
     assert config(host) == conf
+
+
+# --- the old host as the source (migrate_sqlite_source_host) ---
+
+
+def unit_show(host, prop: str) -> str:
+    return host.check_output(f"systemctl show --timestamp=unix -p {prop} --value {SERVICE}")
+
+
+def unix(stamp: str) -> int:
+    return int(stamp.lstrip("@"))
+
+
+def old_backups(old) -> list[str]:
+    return old.run(f"ls -1 {SQLITE_DB}.*.bak 2>/dev/null").stdout.split()
+
+
+def listed(host, account: int) -> list[dict]:
+    admin = f"/usr/local/sbin/{SERVICE}-admin"
+    return json.loads(host.check_output(f"{admin} list-messages --account {account} --json"))
+
+
+def test_the_old_host_holds_its_own_legacy_file_and_a_running_writer(old) -> None:
+    assert old.service(SERVICE).is_running
+    assert sqlite_count(old, SQLITE_DB, "messages") == OLD_MESSAGES
+    assert sqlite_count(old, SQLITE_DB, "users") == 2
+    assert not old.file(CONFIG).exists  # no app there, only its file
+    assert old_backups(old) == []
+
+
+def test_converge_puts_the_app_back_on_sqlite(host, name) -> None:
+    # what the playbook's rollback does: the mail_app role with mail_app_db_engine=sqlite
+    run = playbook("", path=Path(__file__).resolve().parents[1] / "converge.yml")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert f"DATABASE_URL=sqlite:///{SQLITE_DB}" in config(host)
+    status, body = health(host)
+    assert status == 200, body
+    assert sqlite_count(host, SQLITE_DB, "messages") == MESSAGES
+
+
+def test_a_failed_migration_from_the_old_host_restarts_its_writer(
+    host, name, old, old_name, stack
+) -> None:
+    # PostgreSQL holds the app host's rows since the first migration: without --replace
+    # migrate-sqlite refuses, after the writers on both hosts were stopped
+    invocation, conf = unit_show(old, "InvocationID"), config(host)
+    old_sum = old.file(SQLITE_DB).sha256sum
+    pg_messages = pg(host, "SELECT count(*) FROM messages")
+    run = playbook(name, "-e", f"migrate_sqlite_source_host={old_name}")
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert 'migrate_sqlite failed at "Step report' in out, out[-3000:]
+    assert "use --resume to continue" in " ".join(out.split())  # migrate-sqlite's message
+    assert "The app is on SQLite as before" in out
+    assert stack["postgresql"]["migrator_password"] not in out
+    # the app as it was
+    assert config(host) == conf
+    assert host.service(SERVICE).is_running
+    status, body = health(host)
+    assert status == 200, body
+    assert pg(host, "SELECT count(*) FROM messages") == pg_messages
+    # the old host's writer was stopped while its file was copied, and started again
+    assert old.service(SERVICE).is_running
+    assert unit_show(old, "InvocationID") != invocation
+    copies = old_backups(old)
+    assert len(copies) == 1
+    copied = int(old.check_output(f"stat -c %Y {copies[0]}"))
+    assert unix(unit_show(old, "InactiveEnterTimestamp")) <= copied
+    assert copied <= unix(unit_show(old, "ActiveEnterTimestamp"))
+    assert old.file(copies[0]).mode == 0o600
+    assert old.file(SQLITE_DB).sha256sum == old_sum
+    # no copy of the data left on the controller
+    assert not any(TRANSIT.glob("*.db"))
+
+
+def test_the_migration_from_the_old_host_carries_the_old_hosts_data(
+    host, name, old, old_name, stack
+) -> None:
+    old_sum = old.file(SQLITE_DB).sha256sum
+    run = playbook(
+        name, "-e", f"migrate_sqlite_source_host={old_name}", "-e", "migrate_sqlite_mode=replace"
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    for secret in (stack["postgresql"]["migrator_password"], stack["postgresql"]["app_password"]):
+        assert secret not in out
+
+    conf = config(host)
+    assert "DATABASE_URL=postgresql://mailhelper_app@" in conf
+    assert "sqlite" not in conf.lower()
+    assert host.service(SERVICE).is_running
+    status, body = health(host)
+    assert status == 200, body
+
+    # the figures are the old host's (60 messages more than the app host's file)
+    newest_report = sorted(backups(host, "migrate-sqlite-*.json"))[-1]
+    report = json.loads(host.file(newest_report).content_string)
+    assert report["status"] == "ok"
+    tables = {t["table"]: t for t in report["tables"]}
+    assert tables["messages"]["rows"] == OLD_MESSAGES
+    for table in ("users", "mail_accounts", "folders", "messages", "job_runs"):
+        assert int(pg(host, f"SELECT count(*) FROM {table}")) == sqlite_count(  # noqa: S608
+            old, SQLITE_DB, table
+        )
+    app_host_messages = sqlite_count(host, SQLITE_DB, "messages")
+    assert int(pg(host, "SELECT count(*) FROM messages")) != app_host_messages
+    # read through the app: every message, and those only the old host had
+    accounts = [int(a) for a in pg(host, "SELECT id FROM mail_accounts ORDER BY id").split()]
+    seen = [m for account in accounts for m in listed(host, account)]
+    assert len(seen) == OLD_MESSAGES
+    assert {f"<oldhost-{i}@example.org>" for i in range(1, 61)} <= {m["message_id"] for m in seen}
+
+    # the input: a copy on the old host (this run's and the failed run's) and on the app host
+    assert len(old_backups(old)) == 2
+    assert old.file(SQLITE_DB).sha256sum == old_sum
+    newest = sorted(backups(host, "mailhelper-*.db"))[-1]
+    assert host.file(newest).mode == 0o640
+    assert sqlite_count(host, newest, "messages") == OLD_MESSAGES
+    assert not any(TRANSIT.glob("*.db"))
+    # the old host's writer was stopped for the copy and is left stopped: the app lives on
+    # the app host now, and writes on the old host would go to a file nobody reads
+    assert not old.service(SERVICE).is_running
+    assert f"Units left stopped on {old_name}: {SERVICE}.service" in " ".join(out.split())

@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from stacklib import RESULTS, TIMINGS, Stack, imap_subjects, run_playbook
+from stacklib import RESULTS, TIMINGS, Api, Stack, imap_subjects, run_playbook
 
 
 def test_every_app_host_is_healthy_after_the_cold_deploy(deployed: Stack) -> None:
@@ -39,14 +39,15 @@ def test_the_deploy_leaves_a_demo_login_with_its_mailbox_synced(deployed: Stack)
     """playbooks/demo_login.yml: the app user of the demo mailbox exists, logs in with the
     generated password, and the cold deploy synced every message of the mailbox."""
     password = (deployed.state_dir / "demo_login").read_text().strip()
-    session = requests.Session()
-    login = session.post(
-        deployed.app_url("app2", "/api/v1/auth/login"),
+    # A token, not the login's session: its cookie is Secure, and the test talks plain HTTP.
+    token = requests.post(
+        deployed.app_url("app2", "/api/v1/auth/token"),
         json={"email": "demo@example.org", "password": password},
         timeout=30,
     )
-    assert login.status_code == 200, login.text
-    accounts = session.get(deployed.app_url("app2", "/api/v1/accounts"), timeout=30).json()
+    assert token.status_code == 201, token.text
+    api = Api(deployed.app_url("app2", "/api/v1"), token.json()["token"])
+    accounts = api.get("/accounts").json()
     assert [(a["host"], a["username"]) for a in accounts["accounts"]] == [("imap1", "demo")]
     synced = accounts["accounts"][0]["message_count"]
     assert synced == len(imap_subjects(deployed, "demo")) > 0

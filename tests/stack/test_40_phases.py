@@ -277,5 +277,6 @@ def test_load_saw_no_failed_request_no_lost_job_no_duplicate(deployed: Stack, lo
         "SELECT count(*), count(DISTINCT (account_id, folder_id, uidvalidity, uid)) FROM messages"
     ).split("|")
     assert totals[0] == totals[1]
-    expected = sum(len(imap_subjects(deployed, user)) for user in USERS)
+    # alice's and bob's mailboxes, and the demo login's (playbooks/demo_login.yml)
+    expected = sum(len(imap_subjects(deployed, user)) for user in (*USERS, "demo"))
     assert int(totals[0]) == expected

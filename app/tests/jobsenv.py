@@ -125,7 +125,7 @@ class Worker:
             self.kill()
 
 
-def wait_job(rt: Runtime, job_id: int, statuses: tuple[str, ...], timeout: float = 30) -> JobRun:
+def wait_job(rt: Runtime, job_id: int, statuses: tuple[str, ...], timeout: float = 120) -> JobRun:
     deadline = time.monotonic() + timeout
     job = None
     while time.monotonic() < deadline:
@@ -138,7 +138,7 @@ def wait_job(rt: Runtime, job_id: int, statuses: tuple[str, ...], timeout: float
     raise TimeoutError(f"job {job_id} not in {statuses} after {timeout} s: {status}")
 
 
-def wait_until(predicate, timeout: float = 30, interval: float = 0.05) -> None:
+def wait_until(predicate, timeout: float = 120, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

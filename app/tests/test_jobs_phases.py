@@ -103,7 +103,7 @@ def test_broker_down_phase1_falls_back_phase2_stays_pending_then_drains(
     finally:
         redis_server.start()
     assert cli.main(["reconcile-jobs", "--json"]) == 0
-    done = wait_job(phase2, pending.id, ("success", "failed"), timeout=60)
+    done = wait_job(phase2, pending.id, ("success", "failed"))
     assert (done.status, done.backend, done.attempts) == ("success", "celery", 1)
 
 

@@ -140,7 +140,7 @@ def test_beat_runs_the_fan_out(
 
         from tests.jobsenv import wait_until
 
-        wait_until(lambda: scheduled() >= 1, 30)
+        wait_until(lambda: scheduled() >= 1, 90)
     finally:
         beat.stop()
     assert (tmp_path / "schedule").exists() or list(tmp_path.glob("schedule*"))

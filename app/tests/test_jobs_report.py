@@ -203,13 +203,13 @@ def test_legacy_queue_is_bounded_and_drains(base_env: dict[str, str]) -> None:
     ran: list[tuple[int, bool]] = []
 
     def runner(job_id: int, can_retry: bool) -> bool:
-        release.wait(10)
+        release.wait(60)
         ran.append((job_id, can_retry))
         return job_id == 2 and can_retry  # job 2 asks for retries while it may
 
     queue = LegacyJobQueue(runner, maxsize=2, workers=1, retry_delays=(0.05, 0.05))
     queue.submit(1)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while queue.size() and time.monotonic() < deadline:  # the worker took job 1
         time.sleep(0.01)
     queue.submit(2)
@@ -217,10 +217,10 @@ def test_legacy_queue_is_bounded_and_drains(base_env: dict[str, str]) -> None:
     with pytest.raises(JobRejectedError, match="full"):
         queue.submit(4)
     release.set()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while len(ran) < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert queue.shutdown(5)
+    assert queue.shutdown(30)
     assert sorted(ran) == [(1, True), (2, False), (2, True), (2, True), (3, True)]
     with pytest.raises(JobRejectedError, match="shutting down"):
         queue.submit(5)

@@ -59,6 +59,7 @@ class Outcome:
     passed: int
     failed: int
     skipped: int
+    failures: list[str] = field(default_factory=list)
 
 
 def lint_suites() -> list[Suite]:
@@ -148,6 +149,20 @@ def count_junit(path: Path) -> tuple[int, int, int]:
     return total - failed - skipped, failed, skipped
 
 
+def failures_in_junit(path: Path) -> list[str]:
+    """`test id: first line of the message` for every failed or erroring test case."""
+    root = ET.parse(path).getroot()  # noqa: S314 -- our own test runners wrote this file
+    found = []
+    for case in root.iter("testcase"):
+        for problem in case:
+            if problem.tag in ("failure", "error"):
+                text = (problem.get("message") or problem.text or "").strip()
+                first = text.splitlines()[0][:200] if text else problem.tag
+                found.append(f"{case.get('classname')}::{case.get('name')}: {first}")
+                break
+    return found
+
+
 def run(suite: Suite, log: Path | None = None) -> Outcome:
     """Run one suite; with `log`, its output goes there and is printed when it ends."""
     if log is None:
@@ -177,16 +192,18 @@ def run(suite: Suite, log: Path | None = None) -> Outcome:
             sys.stdout.write(log.read_text(errors="replace"))
             sys.stdout.flush()
     passed, failed, skipped = (1, 0, 0) if rc == 0 else (0, 1, 0)
+    failures: list[str] = []
     if suite.junit is not None:
         if suite.junit.exists():
             passed, failed, skipped = count_junit(suite.junit)
+            failures = failures_in_junit(suite.junit)
             if rc != 0 and failed == 0:
                 failed = 1  # the suite failed outside its tests (converge, idempotence, ...)
         elif rc == 0:
             # a pytest-backed suite that wrote no results ran no test: that is a failure
             print(f"{suite.name}: no test results were written", file=sys.stderr)
             passed, failed = 0, 1
-    return Outcome(suite, rc, seconds, passed, failed, skipped)
+    return Outcome(suite, rc, seconds, passed, failed, skipped, failures)
 
 
 def run_all(suites: list[Suite], jobs: int) -> list[Outcome]:
@@ -244,6 +261,12 @@ def main() -> int:
             f"{status:6} {o.suite.name:40} {o.seconds:7.1f} s  "
             f"{o.passed} passed, {o.failed} failed{skipped}"
         )
+    # The end of the output is what a CI page shows first: name what failed there.
+    for o in outcomes:
+        if o.returncode or o.failed:
+            print(f"\n----- {o.suite.name}: what failed -----")
+            for line in o.failures or ["(outside its tests: see its output above)"]:
+                print(f"  {line}")
     passed = sum(o.passed for o in outcomes)
     failed = sum(o.failed for o in outcomes)
     skipped = sum(o.skipped for o in outcomes)

@@ -162,6 +162,9 @@ def _after_fork(**_kwargs: Any) -> None:
     # pooled database connections are dropped here without closing them: they are its own)
     inherited, _state.runtime, _state.redis = _state.runtime, None, None
     if inherited is not None:
+        from mailhelper import job_runs
+
+        job_runs.dispose(inherited.engine, close=False)
         inherited.engine.dispose(close=False)
     # build the runtime now, not in the first job: a pool process replaced after
     # --max-tasks-per-child would otherwise delay the job it takes next

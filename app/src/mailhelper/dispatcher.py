@@ -173,6 +173,7 @@ class JobDispatcher:
                 exc,
                 job.id,
             )
+            job_runs.stays_pending(self.rt.sessions, job, f"broker unreachable: {exc}")
             return
         job_runs.handed_over(self.rt.sessions, job)
 
@@ -210,6 +211,7 @@ class JobDispatcher:
                 name,
                 args=args,
                 kwargs=kwargs,
+                task_id=job_runs.message_task_id(job),
                 countdown=countdown,
                 expires=expires,
                 queue=self.settings.jobs.queue,

@@ -7,6 +7,7 @@ everything unexpected fail the job at once, with the error stored in the row.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import logging
 from collections.abc import Callable
@@ -30,6 +31,7 @@ class Outcome(enum.Enum):
     RETRY = "retry"
     FAILED = "failed"
     SKIPPED = "skipped"  # unknown or already finished: a duplicate delivery
+    LOST = "lost"  # the message's row is gone (PostgreSQL crash): see job_runs.restore
 
 
 def _sync(rt: Runtime, job: JobRun) -> None:
@@ -64,9 +66,14 @@ def run_job(
     *,
     can_retry: bool,
     transient: tuple[type[BaseException], ...] = (TransientSyncError,),
+    enqueued_at: dt.datetime | None = None,
 ) -> tuple[Outcome, JobRun | None]:
-    job = job_runs.start(rt.sessions, job_id)
+    """`enqueued_at`: the enqueue time the message carries; a row with this id but another
+    enqueue time is not this job, and no such row at all is Outcome.LOST."""
+    job = job_runs.start(rt.sessions, job_id, enqueued_at)
     if job is None:
+        if enqueued_at is not None and not job_runs.recorded(rt.sessions, job_id, enqueued_at):
+            return Outcome.LOST, None
         log.info("job %s is unknown or already finished; skipped", job_id)
         return Outcome.SKIPPED, None
     handler = HANDLERS.get(job.kind)
@@ -78,7 +85,7 @@ def run_job(
         if not isinstance(exc, SyncError):
             # a time limit interrupts whatever runs, possibly a database call: the pooled
             # connections may be mid-protocol, so drop them before the row is updated
-            rt.engine.dispose()
+            rt.dispose_connections()
         if can_retry:
             job_runs.retrying(rt.sessions, job, exc)
             return Outcome.RETRY, job
@@ -89,7 +96,7 @@ def run_job(
         return Outcome.FAILED, job
     except Exception as exc:
         if _caused_by(exc, transient):
-            rt.engine.dispose()  # as above: interrupted in the middle of a database call
+            rt.dispose_connections()  # as above: interrupted in the middle of a database call
             log.warning("job %s interrupted (%s); treated as transient", job.id, exc)
             if can_retry:
                 job_runs.retrying(rt.sessions, job, exc)

@@ -40,10 +40,17 @@ class Runtime:
 
         return JobDispatcher(self)
 
+    def dispose_connections(self) -> None:
+        """Drop every pooled database connection (the job journal's too)."""
+        from mailhelper import job_runs
+
+        job_runs.dispose(self.engine)
+        self.engine.dispose()
+
     def close(self) -> None:
         if "jobs" in self.__dict__:
             self.jobs.close()
-        self.engine.dispose()
+        self.dispose_connections()
 
 
 def resolve_settings(

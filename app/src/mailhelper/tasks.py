@@ -51,13 +51,52 @@ def retry_delay(retries: int, jobs: JobSettings, rng: random.Random | None = Non
     return (rng or random).uniform(ceiling / 2, ceiling)
 
 
+def _restore(
+    task: Task,
+    rt: Runtime,
+    sent: job_runs.MessageIdentity,
+    user_id: int | None,
+    account_id: int | None,
+) -> int:
+    """The message's row was lost (PostgreSQL crashed before it flushed the asynchronous
+    INSERT): record the job again and point this message (and its retries) at the new row."""
+    job = job_runs.restore(rt.sessions, sent, user_id=user_id, account_id=account_id)
+    log.warning(
+        "job %s: its row was lost (database crash?); recorded again from its message as job %s",
+        sent.job_id,
+        job.id,
+    )
+    if task.name == TASK_RUN_JOB:
+        task.request.args = [job.id]
+    else:
+        task.request.kwargs = {**(task.request.kwargs or {}), "job_id": job.id}
+    return job.id
+
+
 def _execute(
-    task: Task, job_id: int, account_id: int | None = None, lock_token: str | None = None
+    task: Task,
+    job_id: int,
+    account_id: int | None = None,
+    lock_token: str | None = None,
+    user_id: int | None = None,
 ) -> str:
     rt = worker_runtime()
     jobs = rt.settings.jobs
     retries = task.request.retries
-    outcome, _job = run_job(rt, job_id, can_retry=retries < jobs.max_retries, transient=TRANSIENT)
+    can_retry = retries < jobs.max_retries
+    sent = job_runs.message_identity(task.request.id)
+    if sent is not None and sent.job_id != job_id:
+        sent = None  # a message already pointed at a restored row
+    outcome, _job = run_job(
+        rt,
+        job_id,
+        can_retry=can_retry,
+        transient=TRANSIENT,
+        enqueued_at=sent.enqueued_at if sent else None,
+    )
+    if outcome is Outcome.LOST and sent is not None:
+        job_id = _restore(task, rt, sent, user_id, account_id)
+        outcome, _job = run_job(rt, job_id, can_retry=can_retry, transient=TRANSIENT)
     if outcome is Outcome.RETRY:
         if lock_token and account_id is not None:
             fanout_lock.extend(broker_redis(), account_id, lock_token, jobs.account_lock_ttl)
@@ -84,7 +123,7 @@ def sync_user_emails(
         job_runs.handed_over(rt.sessions, job)
         job_id = job.id
         self.request.kwargs = {**(self.request.kwargs or {}), "job_id": job_id}
-    return _execute(self, job_id, account_id, lock_token)
+    return _execute(self, job_id, account_id, lock_token, user_id)
 
 
 @celery_app.task(name=TASK_RUN_JOB, bind=True)
@@ -149,7 +188,7 @@ def _expired(request: Any = None, expired: bool = False, **_kwargs: Any) -> None
     job_id = kwargs.get("job_id") if request.task == TASK_SYNC else (args or [None])[0]
     rt = worker_runtime()
     if job_id is not None:
-        job = job_runs.get(rt.sessions, job_id)
+        job = job_runs.get_sent(rt.sessions, job_id, getattr(request, "id", None))
         if job is not None and job.status not in job_runs.TERMINAL:
             job_runs.finish(
                 rt.sessions,
@@ -172,7 +211,12 @@ def _job_ref(task_name: str, args: Any, kwargs: Any) -> tuple[int | None, int | 
 
 
 def after_hard_time_limit(
-    rt: Runtime, job_id: int, *, account_id: int | None = None, lock_token: str | None = None
+    rt: Runtime,
+    job_id: int,
+    *,
+    account_id: int | None = None,
+    lock_token: str | None = None,
+    task_id: str | None = None,
 ) -> str:
     """The pool process running `job_id` was killed at the hard time limit and Celery acked
     the message: send a retry (backoff as for transient errors, counted by the attempts)
@@ -184,7 +228,7 @@ def after_hard_time_limit(
     may not have marked the row `running` yet: a `pending`/`queued` row counts too (its
     late start cannot undo a failure, and is overtaken by the retry)."""
     jobs = rt.settings.jobs
-    job = job_runs.get(rt.sessions, job_id)
+    job = job_runs.get_sent(rt.sessions, job_id, task_id)
     if job is None or job.status in (*job_runs.TERMINAL, job_runs.RETRYING):
         return "skipped"
     error = (
@@ -259,7 +303,9 @@ def _hard_time_limit(
     # connections they would inherit
     rt = build_runtime(current_settings())
     try:
-        outcome = after_hard_time_limit(rt, job_id, account_id=account_id, lock_token=lock_token)
+        outcome = after_hard_time_limit(
+            rt, job_id, account_id=account_id, lock_token=lock_token, task_id=task_id
+        )
     finally:
         rt.close()
     log.warning("job %s killed at the hard time limit: %s", job_id, outcome)

@@ -149,8 +149,6 @@ def test_config_error_is_reported_with_the_variable(
 def test_console_script_serves_with_no_configuration(tmp_path: Path) -> None:
     """`mailhelper serve` with an empty environment: SQLite + key file in the XDG dir."""
     import socket
-    import time
-    import urllib.request
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -164,16 +162,7 @@ def test_console_script_serves_with_no_configuration(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                    body = json.loads(resp.read())
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        body = first_health(proc, port)
         assert body["status"] == "ok"
         assert body["key_provider"] == "local"
         data = tmp_path / ".local/share/mailhelper"
@@ -188,10 +177,25 @@ def test_console_script_serves_with_no_configuration(tmp_path: Path) -> None:
     assert version.stdout.startswith("mailhelper ")
 
 
+def first_health(proc: subprocess.Popen, port: int, timeout: float = 90) -> dict:
+    """The first /health answer of a server starting on `port` (fails when it exits)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, f"no answer on port {port} after {timeout} s"
+            time.sleep(0.2)
+
+
 def test_gunicorn_serves_the_wsgi_app(tmp_path: Path, sqlite_url: str) -> None:
     """The production entry point under the real gunicorn (two workers, shared metrics)."""
     import socket
-    import time
     import urllib.request
 
     with socket.socket() as s:
@@ -213,16 +217,7 @@ def test_gunicorn_serves_the_wsgi_app(tmp_path: Path, sqlite_url: str) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert json.loads(r.read())["status"] == "ok"
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        assert first_health(proc, port)["status"] == "ok"
         for _ in range(4):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:

@@ -73,7 +73,7 @@ def test_worker_killed_mid_sync_job_is_redelivered_and_completes(
     rescuer = Worker(env, tmp_path, name="rescuer", concurrency=1).start()
     try:
         assert wait_job(rt, second.id, ("success",), 30).attempts == 1
-        done = wait_job(rt, job.id, ("success", "failed"), 60)
+        done = wait_job(rt, job.id, ("success", "failed"))
     finally:
         client.close()
         rescuer.stop()
@@ -125,7 +125,7 @@ def test_soft_time_limit_is_a_transient_error_retried_before_the_hard_limit(
         # the first attempt sleeps 30 s: the soft limit (1 s) stops it long before the hard
         # limit (5 s) would kill the process, and the retry succeeds
         job = rt.jobs.submit("test_slow_first_attempt")
-        done = wait_job(rt, job.id, ("success", "failed"), 60)
+        done = wait_job(rt, job.id, ("success", "failed"))
     finally:
         worker.stop()
     assert "Soft time limit (1.0s) exceeded" in worker.log()
@@ -157,8 +157,8 @@ def test_hard_time_limit_retries_then_fails_the_job_instead_of_leaving_it_runnin
         # is quick on its retry, the second never is and has one retry (max retries 1)
         once = rt.jobs.submit("test_hard_limit_first_attempt")
         always = rt.jobs.submit("test_hard_limit_always")
-        once_done = wait_job(rt, once.id, ("success", "failed"), 60)
-        always_done = wait_job(rt, always.id, ("success", "failed"), 60)
+        once_done = wait_job(rt, once.id, ("success", "failed"))
+        always_done = wait_job(rt, always.id, ("success", "failed"))
     finally:
         worker.stop()
     assert "Hard time limit (3.0s) exceeded" in worker.log()

@@ -41,7 +41,8 @@ path "transit/keys/mailhelper" {
   capabilities = ["create", "read", "update"]
 }
 
-# The bundle's AppRoles: define them, read role_ids, issue secret_ids.
+# The bundle's AppRoles: define them, read role_ids, issue secret_ids (mailhelper-app,
+# -worker, -flower, -rotator, -migrator and its own).
 path "auth/approle/role" {
   capabilities = ["list"]
 }
@@ -50,7 +51,9 @@ path "auth/approle/role/mailhelper-*" {
   capabilities = ["create", "read", "update", "list"]
 }
 
-# Stack secrets: create when absent (check-and-set), read for wiring, see metadata.
+# Stack secrets: create when absent (check-and-set), read for wiring, see metadata; update
+# writes a new version without a retired field (migrator_password of mailhelper/postgresql,
+# which moved to mailhelper/postgresql-migrator).
 path "kv/data/mailhelper/*" {
   capabilities = ["create", "read", "update"]
 }

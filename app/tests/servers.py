@@ -191,11 +191,6 @@ class PostgresServer:
 # vault-policies/ of the bundle (app/tests -> repository root).
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "vault-policies"
 
-APP_POLICY = """
-path "transit/datakey/plaintext/mailhelper" { capabilities = ["update"] }
-path "transit/decrypt/mailhelper" { capabilities = ["update"] }
-path "kv/data/mailhelper/*" { capabilities = ["read"] }
-"""
 ROTATOR_POLICY = """
 path "transit/keys/mailhelper/rotate" { capabilities = ["update"] }
 path "transit/rewrap/mailhelper" { capabilities = ["update"] }
@@ -263,10 +258,9 @@ class BaoServer:
         )
         client.sys.enable_auth_method("approle", path="approle")
         client.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
-        client.sys.create_or_update_policy("mailhelper-app", APP_POLICY)
         client.sys.create_or_update_policy("mailhelper-rotator", ROTATOR_POLICY)
         # The bundle's own policies for the identities that must get by with less.
-        for name in ("worker", "flower"):
+        for name in ("app", "worker", "flower", "migrator"):
             client.sys.create_or_update_policy(
                 f"mailhelper-{name}", (REPO_POLICIES / f"{name}.hcl").read_text()
             )
@@ -275,6 +269,7 @@ class BaoServer:
             ("rotator", "mailhelper-rotator"),
             ("mailhelper-worker", "mailhelper-worker"),
             ("mailhelper-flower", "mailhelper-flower"),
+            ("mailhelper-migrator", "mailhelper-migrator"),
         ):
             client.auth.approle.create_or_update_approle(
                 role_name=role, token_policies=[policy], token_ttl="1h", mount_point="approle"
@@ -286,15 +281,18 @@ class BaoServer:
         )
         self.kv[name] = data
 
-    def credentials_dir(self, role: str = "mailhelper-app") -> Path:
-        """A fresh directory with vault-role-id and vault-secret-id (mode 0600)."""
+    def credentials_dir(
+        self, role: str = "mailhelper-app", *, prefix: str = "vault-", into: Path | None = None
+    ) -> Path:
+        """A fresh directory (or `into`) with <prefix>role-id and <prefix>secret-id (mode
+        0600); prefix `vault-migrator-` gives the file names of the migrator's AppRole."""
         client = self.client()
         role_id = client.auth.approle.read_role_id(role, mount_point="approle")["data"]["role_id"]
         secret_id = client.auth.approle.generate_secret_id(role, mount_point="approle")["data"][
             "secret_id"
         ]
-        path = Path(tempfile.mkdtemp(prefix="mh-creds-", dir=self.home))
-        for name, value in (("vault-role-id", role_id), ("vault-secret-id", secret_id)):
+        path = into or Path(tempfile.mkdtemp(prefix="mh-creds-", dir=self.home))
+        for name, value in ((f"{prefix}role-id", role_id), (f"{prefix}secret-id", secret_id)):
             fd = os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(value + "\n")

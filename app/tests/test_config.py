@@ -193,7 +193,14 @@ def test_legacy_sqlite_install_in_production_keeps_vault_and_no_password(tmp_pat
             assert (name, key) != ("postgresql", "migrator_password")
             return f"{name}-{key}"
 
-    for migrator in (False, True):
-        resolved = resolve_production_secrets(s, KV(), migrator=migrator)  # type: ignore[arg-type]
-        assert resolved.database_url == env["DATABASE_URL"]
-        assert resolved.secret_key == "flask-secret_key"
+    resolved = resolve_production_secrets(s, KV())  # type: ignore[arg-type]
+    assert resolved.database_url == env["DATABASE_URL"]
+    assert resolved.secret_key == "flask-secret_key"
+
+    class NoKV:
+        def kv_field(self, name: str, key: str) -> str:
+            raise AssertionError(f"the migrator of a SQLite install reads nothing ({name})")
+
+    resolved = resolve_production_secrets(s, NoKV(), migrator=True)  # type: ignore[arg-type]
+    assert resolved.database_url == env["DATABASE_URL"]
+    assert resolved.secret_key != "flask-secret_key"

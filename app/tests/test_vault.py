@@ -8,6 +8,7 @@ import io
 import secrets
 from pathlib import Path
 
+import hvac.exceptions
 import pytest
 from mailhelper import cli
 from mailhelper.config import load_settings
@@ -17,7 +18,7 @@ from mailhelper.keys import VaultTransitProvider
 from mailhelper.mailbox import raw_bytes
 from mailhelper.models import Message, User
 from mailhelper.runtime import build_runtime
-from mailhelper.vault import VaultSession
+from mailhelper.vault import MIGRATOR_KV, VaultSession, migrator_password, migrator_session
 from mailhelper.web import create_app
 from sqlalchemy import select
 
@@ -103,7 +104,8 @@ def production(
         f"GRANT USAGE, SELECT ON SEQUENCES TO {app_role}",
         dbname,
     )
-    bao.write_kv("postgresql", {"app_password": app_pw, "migrator_password": mig_pw})
+    bao.write_kv("postgresql", {"app_password": app_pw})
+    bao.write_kv("postgresql-migrator", {"password": mig_pw})
     bao.write_kv("flask", {"secret_key": secrets.token_urlsafe(32)})
     bao.write_kv("redis", {"app_password": secrets.token_urlsafe(16)})
     env = {
@@ -135,7 +137,13 @@ def test_production_end_to_end_with_rotation(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # the migration unit has only the migrator's AppRole credentials
+    monkeypatch.setenv(
+        "CREDENTIALS_DIRECTORY",
+        str(bao.credentials_dir("mailhelper-migrator", prefix="vault-migrator-")),
+    )
     assert run_cli(["db", "upgrade"], monkeypatch=monkeypatch) == 0
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", production["CREDENTIALS_DIRECTORY"])
     rt = build_runtime()
     try:
         assert rt.settings.secret_key == bao.kv["flask"]["secret_key"]
@@ -222,3 +230,79 @@ def test_each_process_reads_only_the_secrets_its_policy_allows(
     assert bao.kv["redis"]["app_password"] in (flower.redis_url or "")
     assert bao.kv["postgresql"]["app_password"] not in flower.database_url
     assert flower_credentials(flower) == "flower:flower-test-pw"
+
+
+def test_only_the_migrator_approle_reads_the_migrator_password(
+    production: dict[str, str], bao: BaoServer
+) -> None:
+    """Policies of vault-policies/: the migrator password has its own KV path that only
+    mailhelper-migrator may read, and mailhelper-migrator may read nothing else."""
+    mig_pw = bao.kv["postgresql-migrator"]["password"]
+    settings = load_settings()
+    for role in ("mailhelper-app", "mailhelper-worker", "mailhelper-flower"):
+        other = load_settings(
+            {**production, "CREDENTIALS_DIRECTORY": str(bao.credentials_dir(role))}
+        )
+        session = VaultSession(other.vault)
+        with pytest.raises(KeyProviderError, match="postgresql-migrator: Forbidden"):
+            session.kv_read(MIGRATOR_KV)
+        session.login()
+        assert session.client.token
+        with pytest.raises(hvac.exceptions.Forbidden):  # permission denied, straight from Vault
+            session.client.secrets.kv.v2.read_secret_version(
+                path=f"mailhelper/{MIGRATOR_KV}", mount_point="kv", raise_on_deleted_version=True
+            )
+    # the app's own secret no longer carries the migrator password
+    app = VaultSession(settings.vault)
+    assert mig_pw not in app.kv_read("postgresql").values()
+
+    migrator_dir = bao.credentials_dir("mailhelper-migrator", prefix="vault-migrator-")
+    mig = load_settings({**production, "CREDENTIALS_DIRECTORY": str(migrator_dir)})
+    session = migrator_session(mig.vault)
+    assert migrator_password(session) == mig_pw
+    for name in ("postgresql", "redis", "flask", "flower"):
+        with pytest.raises(KeyProviderError, match=f"kv/mailhelper/{name}: Forbidden"):
+            session.kv_read(name)
+    transit = VaultTransitProvider(session)
+    with pytest.raises(KeyProviderError):
+        transit.generate_data_key(key_context("alice"))
+    _, wrapped = VaultTransitProvider(app).generate_data_key(key_context("alice"))
+    with pytest.raises(KeyProviderError):
+        transit.unwrap(wrapped, key_context("alice"))
+
+
+def test_db_upgrade_logs_in_with_the_migrator_approle(
+    production: dict[str, str],
+    bao: BaoServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mailhelper.runtime import resolve_settings
+    from mailhelper.sqlite_migration.command import _with_vault_password
+
+    target = production["MAILHELPER_MIGRATOR_DATABASE_URL"]
+    mig_pw = bao.kv["postgresql-migrator"]["password"]
+    # the app's credentials only (the web unit's): no migrator credential file
+    capsys.readouterr()
+    assert run_cli(["db", "upgrade"], monkeypatch=monkeypatch) == 1
+    assert "vault-migrator-role-id" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="vault-migrator-role-id"):
+        _with_vault_password(target)
+
+    # the app's AppRole behind the migrator's file names: Vault says no
+    wrong = bao.credentials_dir("mailhelper-app", prefix="vault-migrator-")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(wrong))
+    assert run_cli(["db", "upgrade"], monkeypatch=monkeypatch) == 1
+    assert "kv/mailhelper/postgresql-migrator: Forbidden" in capsys.readouterr().err
+
+    # the migrator's credentials only (the migration unit's): reads its password, nothing else
+    migrator_dir = bao.credentials_dir("mailhelper-migrator", prefix="vault-migrator-")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(migrator_dir))
+    resolved = resolve_settings(migrator=True)
+    assert mig_pw in resolved.database_url
+    assert bao.kv["postgresql"]["app_password"] not in resolved.database_url
+    assert resolved.secret_key != bao.kv["flask"]["secret_key"]
+    assert bao.kv["redis"]["app_password"] not in (resolved.redis_url or "")
+    assert _with_vault_password(target).startswith(target.replace("@", f":{mig_pw}@", 1))
+    assert run_cli(["db", "upgrade"], monkeypatch=monkeypatch) == 0
+    assert mig_pw not in capsys.readouterr().out

@@ -32,12 +32,26 @@ class VaultSettings:
     cacert: str | None = None
     role_id_file: Path | None = None
     secret_id_file: Path | None = None
+    # The migrator's own AppRole (`db upgrade`, `migrate-sqlite`): only it may read the
+    # PostgreSQL migrator password (KV `postgresql-migrator`, policy mailhelper-migrator).
+    migrator_role_id_file: Path | None = None
+    migrator_secret_id_file: Path | None = None
+    identity: str = "app"  # whose credential files role_id_file/secret_id_file are
     transit_mount: str = "transit"
     transit_key: str = "mailhelper"
     approle_mount: str = "approle"
     kv_mount: str = "kv"
     kv_prefix: str = "mailhelper"
     timeout: float = 10.0
+
+    def as_migrator(self) -> VaultSettings:
+        """The same Vault with the migrator's AppRole credential files (never the app's)."""
+        return replace(
+            self,
+            role_id_file=self.migrator_role_id_file,
+            secret_id_file=self.migrator_secret_id_file,
+            identity="migrator",
+        )
 
 
 LEGACY_MODULE = "mailhelper.legacy_jobs"
@@ -433,6 +447,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cacert=env.get("VAULT_CACERT") or None,
         role_id_file=_credential_file(env, "MAILHELPER_VAULT_ROLE_ID_FILE", "vault-role-id"),
         secret_id_file=_credential_file(env, "MAILHELPER_VAULT_SECRET_ID_FILE", "vault-secret-id"),
+        migrator_role_id_file=_credential_file(
+            env, "MAILHELPER_VAULT_MIGRATOR_ROLE_ID_FILE", "vault-migrator-role-id"
+        ),
+        migrator_secret_id_file=_credential_file(
+            env, "MAILHELPER_VAULT_MIGRATOR_SECRET_ID_FILE", "vault-migrator-secret-id"
+        ),
         transit_mount=env.get("MAILHELPER_VAULT_TRANSIT_MOUNT") or "transit",
         transit_key=env.get("MAILHELPER_VAULT_TRANSIT_KEY") or "mailhelper",
         approle_mount=env.get("MAILHELPER_VAULT_APPROLE_MOUNT") or "approle",

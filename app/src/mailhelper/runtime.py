@@ -14,7 +14,12 @@ from mailhelper.crypto import CipherFactory
 from mailhelper.db import make_engine, make_sessionmaker
 from mailhelper.keys import KeyProvider, build_key_provider
 from mailhelper.sync import MailSyncService
-from mailhelper.vault import WEB_SECRETS, VaultSession, resolve_production_secrets
+from mailhelper.vault import (
+    WEB_SECRETS,
+    VaultSession,
+    migrator_session,
+    resolve_production_secrets,
+)
 
 if TYPE_CHECKING:
     from mailhelper.dispatcher import JobDispatcher
@@ -59,12 +64,13 @@ def resolve_settings(
     migrator: bool = False,
     secrets: frozenset[str] = WEB_SECRETS,
 ) -> Settings:
-    """Settings with the production secrets this process needs filled in from Vault KV."""
+    """Settings with the production secrets this process needs filled in from Vault KV.
+    `migrator=True` (`db upgrade`): only the migrator's database password, with the
+    migrator's own AppRole credentials."""
     settings = settings or load_settings()
     if settings.production:
-        settings = resolve_production_secrets(
-            settings, VaultSession(settings.vault), migrator=migrator, secrets=secrets
-        )
+        session = migrator_session(settings.vault) if migrator else VaultSession(settings.vault)
+        settings = resolve_production_secrets(settings, session, migrator=migrator, secrets=secrets)
     return settings
 
 

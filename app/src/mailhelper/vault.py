@@ -23,11 +23,13 @@ from mailhelper.config import (
 from mailhelper.errors import ConfigError, KeyProviderError
 
 
-def _read_credential(path: Path | None, what: str) -> str:
+def _read_credential(path: Path | None, what: str, identity: str = "app") -> str:
     if path is None:
+        infix = "MIGRATOR_" if identity == "migrator" else ""
+        name = f"vault-migrator-{what}" if identity == "migrator" else f"vault-{what}"
         raise ConfigError(
-            f"no {what} file: set CREDENTIALS_DIRECTORY or MAILHELPER_VAULT_"
-            f"{what.upper().replace('-', '_')}_FILE"
+            f"no {identity} {what} file: set CREDENTIALS_DIRECTORY (file {name}) or "
+            f"MAILHELPER_VAULT_{infix}{what.upper().replace('-', '_')}_FILE"
         )
     try:
         value = path.read_text().strip()
@@ -55,8 +57,9 @@ class VaultSession:
     def login(self) -> None:
         if self._static_token:
             return
-        role_id = _read_credential(self.settings.role_id_file, "role-id")
-        secret_id = _read_credential(self.settings.secret_id_file, "secret-id")
+        who = self.settings.identity
+        role_id = _read_credential(self.settings.role_id_file, "role-id", who)
+        secret_id = _read_credential(self.settings.secret_id_file, "secret-id", who)
         try:
             self.client.auth.approle.login(
                 role_id=role_id,
@@ -119,6 +122,21 @@ class VaultSession:
 WEB_SECRETS = frozenset({"postgresql", "redis", "flask"})
 WORKER_SECRETS = frozenset({"postgresql", "redis"})
 FLOWER_SECRETS = frozenset({"redis"})
+# The migrator (`db upgrade`, `migrate-sqlite --target-password-from-vault`) logs in with its
+# own AppRole (VaultSettings.as_migrator) and reads only this secret: its policy
+# (mailhelper-migrator) allows nothing else, and no other policy allows this path.
+MIGRATOR_KV = "postgresql-migrator"
+MIGRATOR_KV_FIELD = "password"
+
+
+def migrator_session(settings: VaultSettings) -> VaultSession:
+    """A session logged in (lazily) with the migrator's AppRole credential files."""
+    return VaultSession(settings.as_migrator())
+
+
+def migrator_password(session: VaultSession) -> str:
+    """The PostgreSQL migrator password; `session` must carry the migrator's AppRole."""
+    return session.kv_field(MIGRATOR_KV, MIGRATOR_KV_FIELD)
 
 
 def resolve_production_secrets(
@@ -128,32 +146,27 @@ def resolve_production_secrets(
     migrator: bool = False,
     secrets: frozenset[str] = WEB_SECRETS,
 ) -> Settings:
-    """Fill in from Vault KV the secrets this process needs (`secrets`), production only:
-    the PostgreSQL password (`postgresql`), the broker password (`redis`) and the Flask
-    secret key (`flask`). Settings for secrets not asked for stay as they were."""
+    """Fill in from Vault KV the secrets this process needs, production only.
+
+    `migrator=False`: the ones in `secrets`, read with the process's own AppRole: the
+    PostgreSQL app password (`postgresql`), the broker password (`redis`) and the Flask
+    secret key (`flask`). Settings for secrets not asked for stay as they were.
+    `migrator=True` (`db upgrade`): only the migrator's database URL with its password, read
+    with the migrator's AppRole (`session` from `migrator_session`); `secrets` is ignored,
+    nothing else is read (no broker, no Flask key, no Transit)."""
     if not settings.production:
         return settings
+    if migrator:
+        return _resolve_migrator(settings, session)
     unknown = secrets - WEB_SECRETS
     if unknown:
         raise ConfigError(f"unknown secret kinds: {', '.join(sorted(unknown))}")
     overrides: dict[str, str | None] = {}
-    if "postgresql" in secrets or migrator:
-        pg_field = "migrator_password" if migrator else "app_password"
-        base_url = settings.database_url
-        if migrator:
-            if settings.migrator_database_url:
-                base_url = settings.migrator_database_url
-            elif not base_url.startswith("sqlite"):
-                raise ConfigError(
-                    "MAILHELPER_MIGRATOR_DATABASE_URL is required for `mailhelper db upgrade` "
-                    "in production"
-                )
-        if not base_url.startswith("sqlite"):  # a legacy SQLite install has no password
-            overrides["database_url"] = url_with_password(
-                base_url, session.kv_field("postgresql", pg_field)
-            )
-        elif base_url != settings.database_url:
-            overrides["database_url"] = base_url
+    if "postgresql" in secrets and not settings.database_url.startswith("sqlite"):
+        # a legacy SQLite install has no password
+        overrides["database_url"] = url_with_password(
+            settings.database_url, session.kv_field("postgresql", "app_password")
+        )
     if "redis" in secrets and settings.redis_url:
         overrides["redis_url"] = redis_url_with_password(
             settings.redis_url, session.kv_field("redis", "app_password")
@@ -161,3 +174,22 @@ def resolve_production_secrets(
     if "flask" in secrets:
         overrides["secret_key"] = session.kv_field("flask", "secret_key")
     return settings.with_overrides(**overrides) if overrides else settings
+
+
+def _resolve_migrator(settings: Settings, session: VaultSession) -> Settings:
+    base_url = settings.database_url
+    if settings.migrator_database_url:
+        base_url = settings.migrator_database_url
+    elif not base_url.startswith("sqlite"):
+        raise ConfigError(
+            "MAILHELPER_MIGRATOR_DATABASE_URL is required for `mailhelper db upgrade` in production"
+        )
+    if base_url.startswith("sqlite"):  # a legacy SQLite install has no password
+        return (
+            settings.with_overrides(database_url=base_url)
+            if base_url != settings.database_url
+            else settings
+        )
+    return settings.with_overrides(
+        database_url=url_with_password(base_url, migrator_password(session))
+    )

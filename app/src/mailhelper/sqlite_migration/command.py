@@ -48,7 +48,7 @@ from mailhelper.sqlite_migration.runner import (
 )
 from mailhelper.sqlite_migration.segments import STREAMS
 from mailhelper.sqlite_migration.target_url import RedactingFilter, Redactor, parse_target
-from mailhelper.vault import VaultSession
+from mailhelper.vault import migrator_password, migrator_session
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -77,9 +77,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--target-password-from-vault",
         action="store_true",
-        help="take the password of the --target URL from Vault KV (postgresql/"
-        "migrator_password) with the app's configuration and AppRole login, as `mailhelper db "
-        "upgrade` does; the URL then carries no password",
+        help="take the password of the --target URL from Vault KV (postgresql-migrator/"
+        "password) with the app's configuration and the migrator's AppRole login "
+        "(vault-migrator-role-id/-secret-id), as `mailhelper db upgrade` does; the URL then "
+        "carries no password",
     )
     p.add_argument("--report", type=Path, help="write the JSON report to this file")
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
@@ -97,7 +98,7 @@ def _with_vault_password(url: str) -> str:
     settings = load_settings()
     if not settings.vault.addr:
         raise ConfigError("--target-password-from-vault needs VAULT_ADDR in the configuration")
-    password = VaultSession(settings.vault).kv_field("postgresql", "migrator_password")
+    password = migrator_password(migrator_session(settings.vault))
     return url_with_password(url, password)
 
 

@@ -23,10 +23,11 @@ REPO = Path(__file__).resolve().parents[5]
 SERVICE = "openbao"
 PORT = 8200
 CA_ON_HOST = "/usr/local/share/ca-certificates/mailhelper-vault-ca.crt"
-IDENTITIES = ["app", "worker", "flower", "rotator", "deployer"]
+IDENTITIES = ["app", "worker", "flower", "rotator", "migrator", "deployer"]
 CONTEXT = base64.b64encode(b"user-42").decode()
 STACK_SECRETS = {
-    "mailhelper/postgresql": {"app_password", "migrator_password"},
+    "mailhelper/postgresql": {"app_password"},
+    "mailhelper/postgresql-migrator": {"password"},
     "mailhelper/redis": {"app_password"},
     "mailhelper/flask": {"secret_key"},
     "mailhelper/flower": {"username", "password"},
@@ -218,6 +219,13 @@ MATRIX = {
         {},
         {"app", "worker", "rotator", "deployer"},
     ),
+    # its own path: KV v2 policies are per path, so no other identity may read this one
+    "read kv postgresql-migrator": (
+        "GET",
+        "kv/data/mailhelper/postgresql-migrator",
+        {},
+        {"migrator", "deployer"},
+    ),
     "read kv redis": (
         "GET",
         "kv/data/mailhelper/redis",
@@ -248,6 +256,12 @@ MATRIX = {
         {"deployer"},
     ),
     "issue app secret_id": ("POST", "auth/approle/role/mailhelper-app/secret-id", {}, {"deployer"}),
+    "issue migrator secret_id": (
+        "POST",
+        "auth/approle/role/mailhelper-migrator/secret-id",
+        {},
+        {"deployer"},
+    ),
     "list audit devices": ("GET", "sys/audit", {}, set()),
     "create token": ("POST", "auth/token/create", {}, set()),
     "seal": ("PUT", "sys/seal", {}, set()),
@@ -387,9 +401,11 @@ def playbook_command(playbook: Path, *extra: str) -> tuple[list[str], dict[str, 
     return cmd, env
 
 
-def run_playbook(playbook: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_playbook(playbook: Path, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
     cmd, env = playbook_command(playbook, *extra)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def recap(output: str) -> dict[str, int]:
@@ -477,3 +493,39 @@ def test_bad_input_fails_early_naming_the_variable(bad_input_results, case):
     assert returncode != 0, output
     assert variable in output, output
     assert recap(stdout)["changed"] == 0
+
+
+def test_an_old_shared_migrator_field_is_retired(host, addr, ca, deployer_creds):
+    """A deployment from before the migrator's own path kept `migrator_password` in
+    mailhelper/postgresql, which the app, worker and rotator may read. The next run writes a
+    new version without it (app_password unchanged, the migrator's own path untouched),
+    and the run after that changes nothing. Runs last: it adds versions to the secret."""
+    deployer = login(addr, ca, deployer_creds["role_id"], deployer_creds["secret_id"])
+    kv = deployer.secrets.kv.v2
+
+    def read(path: str) -> dict:
+        return kv.read_secret_version(path, mount_point="kv", raise_on_deleted_version=True)["data"]
+
+    app_password = read("mailhelper/postgresql")["data"]["app_password"]
+    migrator = read("mailhelper/postgresql-migrator")
+    kv.create_or_update_secret(
+        "mailhelper/postgresql",
+        {"app_password": app_password, "migrator_password": "old-shared-migrator-pw"},
+        mount_point="kv",
+    )
+    old_version = read("mailhelper/postgresql")["metadata"]["version"]
+
+    converge = Path(__file__).resolve().parents[1] / "converge.yml"
+    first = run_playbook(converge, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert recap(first.stdout)["changed"] > 0
+    assert "old-shared-migrator-pw" not in first.stdout + first.stderr
+    now = read("mailhelper/postgresql")
+    assert now["data"] == {"app_password": app_password}
+    assert now["metadata"]["version"] == old_version + 1
+    assert read("mailhelper/postgresql-migrator") == migrator
+
+    second = run_playbook(converge, timeout=900)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert recap(second.stdout)["changed"] == 0, second.stdout
+    assert read("mailhelper/postgresql")["metadata"]["version"] == old_version + 1

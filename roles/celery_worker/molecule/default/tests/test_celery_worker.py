@@ -36,7 +36,7 @@ def secrets(stack) -> list[str]:
         stack["approles"]["worker"]["secret_id_2"],
         stack["secret_id"],
         stack["postgresql"]["app_password"],
-        stack["postgresql"]["migrator_password"],
+        stack["postgresql-migrator"]["password"],
         stack["redis"]["app_password"],
         stack["flask"]["secret_key"],
         (EPHEMERAL / "imap-demo-password").read_text().strip(),

@@ -18,9 +18,19 @@ GOOD = {
     "mail_app_vault_addr": "https://vault.example:8200",
     "mail_app_vault_role_id": "fake-role-id",
     "mail_app_vault_secret_id": SECRET,
+    "mail_app_vault_migrator_role_id": "fake-migrator-role-id",
+    "mail_app_vault_migrator_secret_id": SECRET + "-migrator",
 }
 CASES = {
     "missing_secret_id": ({"mail_app_vault_secret_id": ""}, ["mail_app_vault_secret_id"]),
+    "missing_migrator_secret_id": (
+        {"mail_app_vault_migrator_secret_id": ""},
+        ["mail_app_vault_migrator_secret_id"],
+    ),
+    "migrator_is_the_app": (
+        {"mail_app_vault_migrator_role_id": "fake-role-id"},
+        ["mail_app_vault_migrator_role_id"],
+    ),
     "vault_addr_not_url": ({"mail_app_vault_addr": "vault:8200"}, ["mail_app_vault_addr"]),
     "port_out_of_range": ({"mail_app_listen_port": 70000}, ["mail_app_listen_port"]),
     "unknown_variable": ({"mail_app_listen_prot": 8001}, ["mail_app_listen_prot"]),

@@ -7,6 +7,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import hvac
+import hvac.exceptions
 import pytest
 
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
@@ -31,7 +33,8 @@ def secrets(stack) -> list[str]:
         stack["secret_id"],
         stack["secret_id_2"],
         stack["postgresql"]["app_password"],
-        stack["postgresql"]["migrator_password"],
+        stack["postgresql-migrator"]["password"],
+        stack["approles"]["migrator"]["secret_id"],
         stack["redis"]["app_password"],
         stack["flask"]["secret_key"],
         PASSWORD,
@@ -105,18 +108,68 @@ def test_hardening(host, prop, value):
         assert show(host, f"{SERVICE}-migrate", prop) == value
 
 
+APP_CREDS = ("vault-role-id", "vault-secret-id")
+MIGRATOR_CREDS = ("vault-migrator-role-id", "vault-migrator-secret-id")
+
+
 def test_credentials_only_through_load_credential(host):
-    for unit in (SERVICE, f"{SERVICE}-migrate"):
+    """Each unit loads its own AppRole only: the web unit the app's, the migration unit the
+    migrator's (the only one that may read the migrator password)."""
+    for unit, own, other in (
+        (SERVICE, APP_CREDS, MIGRATOR_CREDS),
+        (f"{SERVICE}-migrate", MIGRATOR_CREDS, APP_CREDS),
+    ):
         text = host.check_output(f"systemctl cat {unit}")
-        assert f"LoadCredential=vault-role-id:{CREDS}/vault-role-id" in text
-        assert f"LoadCredential=vault-secret-id:{CREDS}/vault-secret-id" in text
+        loaded = sorted(line for line in text.splitlines() if line.startswith("LoadCredential="))
+        assert loaded == [f"LoadCredential={name}:{CREDS}/{name}" for name in own], unit
+        for name in other:
+            assert name not in text, unit
     d = host.file(CREDS)
     assert (d.user, d.group, d.mode) == ("root", "root", 0o700)
-    for name in ("vault-role-id", "vault-secret-id"):
+    for name in APP_CREDS + MIGRATOR_CREDS:
         f = host.file(f"{CREDS}/{name}")
         assert (f.user, f.group, f.mode) == ("root", "root", 0o600)
     # the service user cannot read them directly
-    assert host.run(f"runuser -u {USER} -- cat {CREDS}/vault-secret-id").rc != 0
+    for name in ("vault-secret-id", "vault-migrator-secret-id"):
+        assert host.run(f"runuser -u {USER} -- cat {CREDS}/{name}").rc != 0
+    assert show(host, f"{SERVICE}-migrate", "Result") == "success"
+
+
+def vault_login(host, role_file: str, secret_file: str) -> hvac.Client:
+    """Log in from the controller with the credential files a unit loads."""
+    ip = host.check_output("hostname -I").split()[0]
+    client = hvac.Client(url=f"https://{ip}:8200", verify=str(EPHEMERAL / "vault/tls/ca.crt"))
+    client.auth.approle.login(
+        role_id=host.file(f"{CREDS}/{role_file}").content_string.strip(),
+        secret_id=host.file(f"{CREDS}/{secret_file}").content_string.strip(),
+    )
+    return client
+
+
+def read_kv(client: hvac.Client, name: str) -> dict:
+    return client.secrets.kv.v2.read_secret_version(
+        f"mailhelper/{name}", mount_point="kv", raise_on_deleted_version=True
+    )["data"]["data"]
+
+
+def test_web_unit_credentials_cannot_read_the_migrator_password(host, stack):
+    app = vault_login(host, *APP_CREDS)
+    assert read_kv(app, "postgresql") == stack["postgresql"]
+    assert "migrator_password" not in read_kv(app, "postgresql")
+    with pytest.raises(hvac.exceptions.Forbidden):  # 403 permission denied
+        read_kv(app, "postgresql-migrator")
+    migrator = vault_login(host, *MIGRATOR_CREDS)
+    assert read_kv(migrator, "postgresql-migrator") == stack["postgresql-migrator"]
+    for name in ("postgresql", "redis", "flask"):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            read_kv(migrator, name)
+
+
+def test_admin_wrapper_runs_db_with_the_migrator_credentials(host):
+    admin = f"/usr/local/sbin/{SERVICE}-admin"
+    result = host.run(f"{admin} db upgrade")
+    assert result.rc == 0, result.stderr
+    assert "database upgraded to head" in result.stdout
 
 
 def test_health(host):
@@ -251,6 +304,8 @@ def test_zz_secret_id_rotation_with_diff_shows_no_secret(host, stack, tmp_path):
         f"    mail_app_vault_ca_file: {EPHEMERAL}/vault/tls/ca.crt\n"
         f"    mail_app_vault_role_id: {stack['role_id']}\n"
         f"    mail_app_vault_secret_id: {stack['secret_id_2']}\n"
+        f"    mail_app_vault_migrator_role_id: {stack['approles']['migrator']['role_id']}\n"
+        f"    mail_app_vault_migrator_secret_id: {stack['approles']['migrator']['secret_id']}\n"
         "    mail_app_use_legacy_jobs: false\n"
         "    mail_app_legacy_fallback: true\n"
         "  roles:\n"

@@ -193,7 +193,7 @@ def test_a_failed_migration_leaves_the_app_on_sqlite_and_healthy(host, name, sta
     assert 'migrate_sqlite failed at "Step report' in out, out[-3000:]
     assert "ffffffffffff" in out  # migrate-sqlite's own message, through the report
     assert "The app is on SQLite as before" in out
-    assert stack["postgresql"]["migrator_password"] not in out
+    assert stack["postgresql-migrator"]["password"] not in out
     assert config(host) == conf
     assert host.service(SERVICE).is_running
     status, body = health(host)
@@ -208,7 +208,7 @@ def test_the_migration_moves_the_app_to_postgresql(host, name, stack) -> None:
     run = playbook(name)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
-    for secret in (stack["postgresql"]["migrator_password"], stack["postgresql"]["app_password"]):
+    for secret in (stack["postgresql-migrator"]["password"], stack["postgresql"]["app_password"]):
         assert secret not in out
 
     conf = config(host)
@@ -315,7 +315,7 @@ def test_a_failed_migration_from_the_old_host_restarts_its_writer(
     assert 'migrate_sqlite failed at "Step report' in out, out[-3000:]
     assert "use --resume to continue" in " ".join(out.split())  # migrate-sqlite's message
     assert "The app is on SQLite as before" in out
-    assert stack["postgresql"]["migrator_password"] not in out
+    assert stack["postgresql-migrator"]["password"] not in out
     # the app as it was
     assert config(host) == conf
     assert host.service(SERVICE).is_running
@@ -345,7 +345,7 @@ def test_the_migration_from_the_old_host_carries_the_old_hosts_data(
     )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
-    for secret in (stack["postgresql"]["migrator_password"], stack["postgresql"]["app_password"]):
+    for secret in (stack["postgresql-migrator"]["password"], stack["postgresql"]["app_password"]):
         assert secret not in out
 
     conf = config(host)

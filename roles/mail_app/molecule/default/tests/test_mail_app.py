@@ -99,6 +99,7 @@ def test_runs_as_its_own_user(host):
         ("ProtectControlGroups", "yes"),
         ("CapabilityBoundingSet", ""),
         ("UMask", "0077"),
+        ("LimitCORE", "0"),
         ("Type", "notify"),
     ],
 )

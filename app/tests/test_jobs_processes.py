@@ -71,10 +71,17 @@ def test_production_worker_and_flower_read_secrets_from_vault_only(
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # as the migration unit: with the migrator's own AppRole, then back to the app's
+    migrator = bao.credentials_dir("mailhelper-migrator", prefix="vault-migrator-")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(migrator))
     assert cli.main(["db", "upgrade"]) == 0
-    worker = Worker(env, tmp_path, name="prod", concurrency=1).start()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", production["CREDENTIALS_DIRECTORY"])
+    # each process with its own AppRole and the bundle's policy, as the units run them
+    worker_env = {**env, "CREDENTIALS_DIRECTORY": str(bao.credentials_dir("mailhelper-worker"))}
+    flower_env = {**env, "CREDENTIALS_DIRECTORY": str(bao.credentials_dir("mailhelper-flower"))}
+    worker = Worker(worker_env, tmp_path, name="prod", concurrency=1).start()
     port = free_port()
-    flower = Worker(env, tmp_path, name="flower", command=("flower", f"--port={port}"))
+    flower = Worker(flower_env, tmp_path, name="flower", command=("flower", f"--port={port}"))
     flower.start(wait_for=None)
     try:
         wait_for_port(port, 60, proc=flower.proc)

@@ -159,21 +159,22 @@ class Stack:
         """Every generated stack secret, by name (KV) plus the services' AppRole secret_ids."""
         client = self.vault()
         found: dict[str, str] = {}
-        for path in ("postgresql", "redis", "flask", "flower"):
+        for path in ("postgresql", "postgresql-migrator", "redis", "flask", "flower"):
             data = client.secrets.kv.v2.read_secret_version(
                 path=f"mailhelper/{path}", mount_point="kv", raise_on_deleted_version=True
             )["data"]["data"]
             for key, value in data.items():
                 if key != "username":
                     found[f"kv/mailhelper/{path}.{key}"] = value
-        for host, directory in (
-            ("app1", "/etc/mail-helper/credentials"),
-            ("app2", "/etc/mail-helper/credentials"),
-            ("worker1", "/etc/mail-helper/worker-credentials"),
-            ("worker1", "/etc/mail-helper/flower-credentials"),
+        for host, path in (
+            ("app1", "/etc/mail-helper/credentials/vault-secret-id"),
+            ("app2", "/etc/mail-helper/credentials/vault-secret-id"),
+            ("app1", "/etc/mail-helper/credentials/vault-migrator-secret-id"),
+            ("app2", "/etc/mail-helper/credentials/vault-migrator-secret-id"),
+            ("worker1", "/etc/mail-helper/worker-credentials/vault-secret-id"),
+            ("worker1", "/etc/mail-helper/flower-credentials/vault-secret-id"),
         ):
-            value = self.exec(host, ["cat", f"{directory}/vault-secret-id"]).stdout.strip()
-            found[f"{host}:{directory}/vault-secret-id"] = value
+            found[f"{host}:{path}"] = self.exec(host, ["cat", path]).stdout.strip()
         return found
 
     def psql(self, sql: str) -> str:

@@ -93,7 +93,7 @@ def test_flower_refuses_requests_without_credentials_from_the_app_host(deployed:
 @pytest.fixture(scope="module")
 def secrets(deployed: Stack) -> dict[str, str]:
     found = deployed.stack_secrets()
-    assert len(found) >= 9, sorted(found)
+    assert len(found) == 11, sorted(found)  # 5 KV fields, 6 AppRole secret_ids
     assert all(len(v) >= 16 for v in found.values()), sorted(found)
     return found
 

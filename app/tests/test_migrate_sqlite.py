@@ -510,7 +510,9 @@ def test_interrupted_copy_resumes_to_equal_checksums(
     first = report_of(report)
     assert 0 < first["copied_rows"]["messages"] < 20_000
     resumed_table = next(t for t in first["tables"] if t["table"] == "messages")
-    assert resumed_table["checksum_source_from"] == "re-read"
+    # the segment the interrupted run had begun is read again; one it had not reached yet may
+    # be hashed while this run copies it whole (which one depends on where SIGINT landed)
+    assert resumed_table["checksum_source_from"] in ("re-read", "copy stream + re-read")
 
     # SIGKILL: nothing runs on the way out; the committed batches and the record of the
     # set-aside constraints stay, and --resume finishes the job

@@ -204,11 +204,18 @@ def test_a_failed_migration_leaves_the_app_on_sqlite_and_healthy(host, name, sta
 
 
 def test_the_migration_moves_the_app_to_postgresql(host, name, stack) -> None:
+    # like a real inventory (app.yml fetches them from Vault), this one has no AppRole
+    # credentials: the playbook must take the ones the app host runs with
+    assert "vault_role_id" not in (EPHEMERAL / "legacy-vars.yml").read_text()
     before = host.file(SQLITE_DB).sha256sum
     run = playbook(name)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
     for secret in (stack["postgresql-migrator"]["password"], stack["postgresql"]["app_password"]):
+        assert secret not in out
+    creds = out.index("TASK [Re-apply the mail_app role with them]")
+    assert f"ok: [{name}]" in out[creds : out.index("TASK [", creds + 1)]
+    for secret in (stack["secret_id"], stack["approles"]["migrator"]["secret_id"]):
         assert secret not in out
 
     conf = config(host)

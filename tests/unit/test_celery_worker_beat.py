@@ -7,13 +7,11 @@ at validation, so nothing is installed here.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from controller_play import run_playbook
+
 SECRET = "fake-secret-id-must-never-show-5c2a"
 ASSERT_TASK = "celery_worker : Refuse more than one beat in the inventory"
 
@@ -34,21 +32,12 @@ def run_play(tmp_path: Path, hosts: dict[str, dict], play_hosts: str, extra: dic
         groups[group]["hosts"][name] = {**common, **variables}
     inventory = tmp_path / "inventory.json"
     inventory.write_text(json.dumps({"all": {"children": groups}}))
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(
-        f"- hosts: {play_hosts}\n  gather_facts: false\n  roles:\n    - role: celery_worker\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
-    env |= {
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "false",
-    }
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "--check", str(playbook)]
-    if extra:
-        argv[1:1] = ["-e", json.dumps(extra)]
-    return subprocess.run(
-        argv, capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=180
+    args = ["--check", *(["-e", json.dumps(extra)] if extra else [])]
+    return run_playbook(
+        tmp_path,
+        f"- hosts: {play_hosts}\n  gather_facts: false\n  roles:\n    - role: celery_worker\n",
+        *args,
+        inventory=str(inventory),
     )
 
 

@@ -9,43 +9,22 @@ Runs on the controller (connection local); nothing is installed.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from controller_play import ROOT, output_of, run_playbook
+
 ROLE = ROOT / "roles" / "mail_app"
 
 
-def run_playbook(tmp_path: Path, text: str) -> str:
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(text)
-    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
-    env |= {
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "false",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-    }
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    return output
+def run_ok(tmp_path: Path, text: str) -> str:
+    result = run_playbook(tmp_path, text)
+    assert result.returncode == 0, output_of(result)
+    return output_of(result)
 
 
 def test_the_key_changes_with_every_setting_but_the_credentials(tmp_path):
-    output = run_playbook(
+    output = run_ok(
         tmp_path,
         f"""- hosts: localhost
   connection: local
@@ -113,7 +92,7 @@ def test_release_skips_its_steps_when_this_run_applied_the_same_settings(tmp_pat
     default_port = re.search(
         r"^mail_app_listen_port: (\d+)", (ROLE / "defaults" / "main.yml").read_text(), re.M
     ).group(1)
-    output = run_playbook(tmp_path, RELEASE_PLAY.format(role=ROLE, port=default_port))
+    output = run_ok(tmp_path, RELEASE_PLAY.format(role=ROLE, port=default_port))
     start = output.index("TASK [mail_app : Install the release, write its configuration")
     assert "skipping: [localhost]" in output[start:], output
     assert "mail_app : Check the values argument_specs cannot check" not in output, output
@@ -123,19 +102,7 @@ def test_release_skips_its_steps_when_this_run_applied_the_same_settings(tmp_pat
 def test_release_runs_its_steps_when_a_setting_differs(tmp_path):
     # Port 70000 passes argument_specs (an int) but not the role's own checks: reaching
     # that check proves the steps ran; failing there keeps anything from being installed.
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(RELEASE_PLAY.format(role=ROLE, port=70000))
-    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
-    env |= {"ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1"}
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
+    result = run_playbook(tmp_path, RELEASE_PLAY.format(role=ROLE, port=70000))
+    output = output_of(result)
     assert result.returncode != 0, output
     assert "mail_app_listen_port must be between 1 and 65535" in output, output

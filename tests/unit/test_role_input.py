@@ -8,15 +8,11 @@ must stop the play before its first real task, so nothing is ever installed here
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from controller_play import run_playbook
 
 PASSWORD = "a-test-password-0123456789"
 SECRET_ID = "fake-secret-id-must-never-show-77e1"
@@ -80,37 +76,17 @@ CASES = [
 
 
 def run_role(tmp_path: Path, role: str, variables: dict) -> subprocess.CompletedProcess:
+    # An inventory of just localhost: the local inventory's group_vars must not fill in
+    # what a case leaves out.
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps(variables))
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(
+    return run_playbook(
+        tmp_path,
         f"- hosts: localhost\n  connection: local\n  gather_facts: false\n"
-        f"  roles:\n    - role: {role}\n"
-    )
-    # No project ansible.cfg and an inventory of just localhost: the local inventory's
-    # group_vars must not fill in what a case leaves out.
-    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
-    env |= {
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "false",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-    }
-    return subprocess.run(
-        [
-            str(ANSIBLE_PLAYBOOK),
-            "-i",
-            "localhost,",
-            "--check",
-            "-e",
-            f"@{vars_file}",
-            str(playbook),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
+        f"  roles:\n    - role: {role}\n",
+        "--check",
+        "-e",
+        f"@{vars_file}",
         timeout=120,
     )
 

@@ -5,13 +5,9 @@ still works."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from controller_play import ROOT, output_of, run_playbook
 
 
 def named_plugins() -> int:
@@ -24,25 +20,15 @@ def named_plugins() -> int:
 
 def test_every_named_plugin_loads_and_the_run_is_unchanged(tmp_path):
     (tmp_path / "callback_plugins").symlink_to(ROOT / "playbooks" / "callback_plugins")
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(
+    result = run_playbook(
+        tmp_path,
         "- hosts: localhost\n  connection: local\n  gather_facts: false\n"
         f"  vars: {{ansible_python_interpreter: {sys.executable}}}\n  tasks:\n"
         "    - ansible.builtin.command: {argv: [echo, warm-plugins-ran]}\n"
-        "      changed_when: false\n"
+        "      changed_when: false\n",
+        "-vvv",
     )
-    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
-    env |= {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "false"}
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-vvv", str(playbook)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
+    output = output_of(result)
     assert result.returncode == 0, output
     assert "warm-plugins-ran" in output, output
     # Ansible loaded the plugin next to the playbook, and it found every plugin it names.

@@ -1,0 +1,41 @@
+"""Run a playbook on the controller, the way the tests in this directory need it: the
+bundle's roles on the roles path, and neither the project's ansible.cfg nor an inventory's
+group_vars filling in what a test leaves out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+
+def run_playbook(
+    tmp_path: Path, text: str, *args: str, inventory: str = "localhost,", timeout: int = 180
+) -> subprocess.CompletedProcess[str]:
+    """Write `text` to tmp_path/play.yml and run it with `args` (e.g. --check, -e ...)."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
+    env |= {
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCALHOST_WARNING": "false",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
+    }
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", inventory, *args, str(playbook)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def output_of(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr

@@ -213,7 +213,7 @@ def test_the_migration_moves_the_app_to_postgresql(host, name, stack) -> None:
     assert run.returncode == 0, out[-4000:]
     for secret in (stack["postgresql-migrator"]["password"], stack["postgresql"]["app_password"]):
         assert secret not in out
-    creds = out.index("TASK [Re-apply the mail_app role with them]")
+    creds = out.index("TASK [Hand them to the mail_app role (applied again at the switch)]")
     assert f"ok: [{name}]" in out[creds : out.index("TASK [", creds + 1)]
     for secret in (stack["secret_id"], stack["approles"]["migrator"]["secret_id"]):
         assert secret not in out

@@ -114,6 +114,25 @@ def test_production_settings_defaults(tmp_path: Path) -> None:
     assert not (tmp_path / ".local").exists()  # production writes nothing locally
 
 
+def test_vault_startup_wait_defaults_to_300_s_allows_0_and_refuses_negative(
+    tmp_path: Path,
+) -> None:
+    env = {"HOME": str(tmp_path), **PROD}
+    assert load_settings(env).vault.startup_wait == 300
+    assert load_settings({**env, "MAILHELPER_VAULT_STARTUP_WAIT": ""}).vault.startup_wait == 300
+    assert load_settings({**env, "MAILHELPER_VAULT_STARTUP_WAIT": "0"}).vault.startup_wait == 0
+    assert load_settings({**env, "MAILHELPER_VAULT_STARTUP_WAIT": "2.5"}).vault.startup_wait == 2.5
+    for bad in ("-1", "-0.5", "soon", "nan"):
+        with pytest.raises(ConfigError, match="MAILHELPER_VAULT_STARTUP_WAIT"):
+            load_settings({**env, "MAILHELPER_VAULT_STARTUP_WAIT": bad})
+    # a known setting of the config file the mail_app role writes
+    conf = tmp_path / "mailhelper.conf"
+    conf.write_text("MAILHELPER_VAULT_STARTUP_WAIT=45\n")
+    s = load_settings({**env, "MAILHELPER_CONFIG_FILE": str(conf)})
+    assert s.vault.startup_wait == 45
+    assert s.vault.as_migrator().startup_wait == 45  # `db upgrade` waits as long
+
+
 def test_local_key_file_refused_in_production(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="development only"):
         LocalKeyFileProvider(tmp_path / "k", production=True)

@@ -43,6 +43,8 @@ class VaultSettings:
     kv_mount: str = "kv"
     kv_prefix: str = "mailhelper"
     timeout: float = 10.0
+    # how long start-up waits for a sealed or unreachable Vault (0: fail at once)
+    startup_wait: float = 300.0
 
     def as_migrator(self) -> VaultSettings:
         """The same Vault with the migrator's AppRole credential files (never the app's)."""
@@ -155,6 +157,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if math.isnan(value):
+        raise ConfigError(f"{name} must be a number, got {raw!r}")
     if value <= minimum:
         raise ConfigError(f"{name} must be greater than {minimum:g}, got {raw!r}")
     return value
@@ -325,6 +329,7 @@ KNOWN_VARIABLES = frozenset(
         "MAILHELPER_VAULT_KV_MOUNT",
         "MAILHELPER_VAULT_KV_PREFIX",
         "MAILHELPER_VAULT_TIMEOUT",
+        "MAILHELPER_VAULT_STARTUP_WAIT",
         "MAILHELPER_IMAP_CA_FILE",
         "MAILHELPER_IMAP_TIMEOUT",
         "MAILHELPER_SYNC_BATCH_MESSAGES",
@@ -459,6 +464,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kv_mount=env.get("MAILHELPER_VAULT_KV_MOUNT") or "kv",
         kv_prefix=env.get("MAILHELPER_VAULT_KV_PREFIX") or "mailhelper",
         timeout=_number(env, "MAILHELPER_VAULT_TIMEOUT", 10.0),
+        startup_wait=_seconds_or_zero(env, "MAILHELPER_VAULT_STARTUP_WAIT", 300.0),
     )
     if (provider == "vault" or production) and not vault.addr:
         raise ConfigError("VAULT_ADDR is required when the key provider is vault")

@@ -20,6 +20,16 @@ class KeyProviderError(MailHelperError):
     """The key provider (Vault Transit or local key file) failed or refused."""
 
 
+class VaultUnavailableError(KeyProviderError):
+    """Vault is sealed, down or unreachable: it may come back without any change on our side,
+    so start-up waits for it (MAILHELPER_VAULT_STARTUP_WAIT). `reason` is short and holds no
+    secret: the exception type, e.g. `VaultDown (sealed)` or `ConnectionError`."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
 class DecryptionError(MailHelperError):
     """A ciphertext failed authentication (wrong key, user, field or row)."""
 

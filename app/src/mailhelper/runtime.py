@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
@@ -19,6 +19,7 @@ from mailhelper.vault import (
     VaultSession,
     migrator_session,
     resolve_production_secrets,
+    wait_for_vault,
 )
 
 if TYPE_CHECKING:
@@ -63,23 +64,36 @@ def resolve_settings(
     *,
     migrator: bool = False,
     secrets: frozenset[str] = WEB_SECRETS,
+    vault_wait: bool = True,
 ) -> Settings:
     """Settings with the production secrets this process needs filled in from Vault KV.
     `migrator=True` (`db upgrade`): only the migrator's database password, with the
-    migrator's own AppRole credentials."""
+    migrator's own AppRole credentials.
+
+    The start-up path of every process: while Vault is sealed or unreachable it waits (up to
+    MAILHELPER_VAULT_STARTUP_WAIT, see `wait_for_vault`) instead of failing, so a systemd unit
+    does not restart every few seconds until an operator unseals Vault. `vault_wait=False`:
+    a single attempt, for callers that must not block (a worker's main process)."""
     settings = settings or load_settings()
-    if settings.production:
-        session = migrator_session(settings.vault) if migrator else VaultSession(settings.vault)
-        settings = resolve_production_secrets(settings, session, migrator=migrator, secrets=secrets)
-    return settings
+    if not settings.production:
+        return settings
+    session = migrator_session(settings.vault) if migrator else VaultSession(settings.vault)
+    resolve = functools.partial(
+        resolve_production_secrets, settings, session, migrator=migrator, secrets=secrets
+    )
+    vault = settings.vault if vault_wait else replace(settings.vault, startup_wait=0.0)
+    return wait_for_vault(resolve, vault)
 
 
 def build_runtime(
-    settings: Settings | None = None, *, secrets: frozenset[str] = WEB_SECRETS
+    settings: Settings | None = None,
+    *,
+    secrets: frozenset[str] = WEB_SECRETS,
+    vault_wait: bool = True,
 ) -> Runtime:
     """Database, keys and sync service. Celery workers ask for WORKER_SECRETS only (their
-    AppRole may not read the Flask key)."""
-    settings = resolve_settings(settings, secrets=secrets)
+    AppRole may not read the Flask key). `vault_wait`: as for `resolve_settings`."""
+    settings = resolve_settings(settings, secrets=secrets, vault_wait=vault_wait)
     session = VaultSession(settings.vault) if settings.key_provider == "vault" else None
     keys = build_key_provider(settings, session)
     engine = make_engine(settings.database_url)

@@ -38,6 +38,7 @@ from mailhelper.errors import TransientSyncError
 from mailhelper.job_execution import KIND_SYNC, Outcome, run_job
 from mailhelper.models import MailAccount
 from mailhelper.runtime import Runtime, build_runtime
+from mailhelper.vault import WORKER_SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +301,9 @@ def _hard_time_limit(
         log.error("hard time limit: a %s message without job id; nothing recorded", name)
         return
     # a runtime of its own: the main process forks pool processes and must not hold
-    # connections they would inherit
-    rt = build_runtime(current_settings())
+    # connections they would inherit. The worker's secrets only (its AppRole may not read
+    # the Flask key), and no waiting for a sealed Vault: the main process must not stall.
+    rt = build_runtime(current_settings(), secrets=WORKER_SECRETS, vault_wait=False)
     try:
         outcome = after_hard_time_limit(
             rt, job_id, account_id=account_id, lock_token=lock_token, task_id=task_id

@@ -6,9 +6,12 @@ environment or the command line. The token lives only in process memory.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions
@@ -20,7 +23,53 @@ from mailhelper.config import (
     redis_url_with_password,
     url_with_password,
 )
-from mailhelper.errors import ConfigError, KeyProviderError
+from mailhelper.errors import ConfigError, KeyProviderError, VaultUnavailableError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STARTUP_WAIT_SETTING = "MAILHELPER_VAULT_STARTUP_WAIT"
+FIRST_RETRY_DELAY = 1.0  # seconds; doubled after each failed attempt
+MAX_RETRY_DELAY = 30.0
+
+# Failures that end without any change on our side: Vault sealed (503: waits for the unseal
+# playbook) or not yet initialized (501), restarting or overloaded (500, 502, 429), not
+# listening or not answering. A TLS failure (requests.SSLError, a ConnectionError) is not
+# one: a wrong CA or certificate needs an operator, as a refused login or a missing secret.
+_TRANSIENT_VAULT_ERRORS = (
+    hvac.exceptions.VaultDown,
+    hvac.exceptions.VaultNotInitialized,
+    hvac.exceptions.InternalServerError,
+    hvac.exceptions.BadGateway,
+    hvac.exceptions.RateLimitExceeded,
+)
+_TRANSIENT_HTTP_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+def transient_reason(exc: BaseException) -> str | None:
+    """A short reason (the exception type, `VaultDown (sealed)` for a sealed Vault) when
+    `exc` is a transient Vault failure worth waiting for; None when it is permanent."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return None
+    if isinstance(exc, hvac.exceptions.VaultDown):
+        sealed = "sealed" in str(exc.args[0] if exc.args else "").lower()
+        return "VaultDown (sealed)" if sealed else "VaultDown"
+    if isinstance(exc, _TRANSIENT_VAULT_ERRORS + _TRANSIENT_HTTP_ERRORS):
+        return type(exc).__name__
+    return None
+
+
+def vault_error(what: str, exc: Exception) -> KeyProviderError:
+    """`<what>: <exception type>`, as VaultUnavailableError when the failure is transient."""
+    reason = transient_reason(exc)
+    if reason is None:
+        return KeyProviderError(f"{what}: {type(exc).__name__}")
+    return VaultUnavailableError(f"{what}: {reason}", reason=reason)
 
 
 def _read_credential(path: Path | None, what: str, identity: str = "app") -> str:
@@ -69,7 +118,7 @@ class VaultSession:
         except hvac.exceptions.InvalidRequest as exc:
             raise KeyProviderError(f"Vault AppRole login refused: {exc}") from None
         except (requests.RequestException, hvac.exceptions.VaultError) as exc:
-            raise KeyProviderError(f"Vault AppRole login failed: {type(exc).__name__}") from None
+            raise vault_error("Vault AppRole login failed", exc) from None
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run an hvac call, logging in first and once more on a 403 (expired token)."""
@@ -100,9 +149,8 @@ class VaultSession:
                 f"Vault KV secret {self.settings.kv_mount}/{path} does not exist"
             ) from None
         except (requests.RequestException, hvac.exceptions.VaultError) as exc:
-            raise KeyProviderError(
-                f"cannot read Vault KV {self.settings.kv_mount}/{path}: {type(exc).__name__}"
-            ) from None
+            what = f"cannot read Vault KV {self.settings.kv_mount}/{path}"
+            raise vault_error(what, exc) from None
         return dict(resp["data"]["data"])
 
     def kv_field(self, name: str, key: str) -> str:
@@ -114,6 +162,66 @@ class VaultSession:
                 f"has no field {key!r}"
             )
         return str(value)
+
+
+def wait_for_vault(
+    fn: Callable[[], T],
+    settings: VaultSettings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`fn()`, called again while it raises VaultUnavailableError (Vault sealed, down or
+    unreachable), after 1, 2, 4 ... at most 30 s, until `settings.startup_wait` seconds have
+    passed (0: a single attempt). Other errors (refused login, missing secret or credential
+    file) propagate at once. Past the deadline: VaultUnavailableError naming the address, the
+    time waited, the last reason and MAILHELPER_VAULT_STARTUP_WAIT."""
+    start = clock()
+    deadline = start + settings.startup_wait
+    delay = FIRST_RETRY_DELAY
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            result = fn()
+        except VaultUnavailableError as exc:
+            now = clock()
+            if now >= deadline:
+                raise _gave_up(settings, now - start, exc) from None
+            pause = min(delay, deadline - now)
+            _log_retry(settings, exc, waited=now - start, pause=pause)
+            sleep(pause)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+            continue
+        if attempts > 1:
+            waited = clock() - start
+            log.info("Vault at %s is available after waiting %.1f s", settings.addr, waited)
+        return result
+
+
+def _log_retry(
+    settings: VaultSettings, exc: VaultUnavailableError, *, waited: float, pause: float
+) -> None:
+    log.warning(
+        "Vault at %s is sealed or unreachable (%s); trying again in %.1f s "
+        "(waited %.1f s of %g s, %s)",
+        settings.addr,
+        exc,
+        pause,
+        waited,
+        settings.startup_wait,
+        STARTUP_WAIT_SETTING,
+    )
+
+
+def _gave_up(
+    settings: VaultSettings, waited: float, last: VaultUnavailableError
+) -> VaultUnavailableError:
+    return VaultUnavailableError(
+        f"Vault at {settings.addr} is sealed or unreachable; gave up after waiting "
+        f"{waited:.1f} s ({STARTUP_WAIT_SETTING}={settings.startup_wait:g}): {last}",
+        reason=last.reason,
+    )
 
 
 # Which KV secrets each kind of process reads (its AppRole may read no more, see

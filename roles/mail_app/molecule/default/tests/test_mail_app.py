@@ -191,6 +191,8 @@ def test_config_file(host):
     assert "USE_LEGACY_JOBS=false" in text
     assert "LEGACY_FALLBACK=true" in text
     assert "DATABASE_URL=postgresql://mailhelper_app@127.0.0.1:5432/mailhelper" in text
+    # a sealed Vault at start-up: wait (retrying) instead of a systemd restart loop
+    assert "MAILHELPER_VAULT_STARTUP_WAIT=300\n" in text
 
 
 def test_schema_from_alembic(host):

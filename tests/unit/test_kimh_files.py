@@ -5,6 +5,7 @@ refuses bad input naming the path, leaving nothing half written."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -38,8 +39,12 @@ files:
   - {{dest: {root}/etc/app/app.conf, content: "value={value}\\n", mode: "{mode}"}}
   - {{dest: {root}/etc/app/other.conf, content: "other\\n", mode: "0644", owner: nobody}}
 secret_files:
-  - {{dest: {root}/etc/app/token, content: "{secret}\\n", mode: "0600"}}
+  - {{dest: {root}/etc/app/token, content_base64: "{b64(secret + chr(10))}", mode: "0600"}}
 """
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def changed_paths(output: str) -> dict[str, list[str]]:

@@ -222,12 +222,14 @@ def test_create_user_and_log_in(host):
     assert status == 401
 
 
-def test_no_secret_in_units_config_or_command_lines(host, secrets):
+def test_no_secret_in_units_config_command_lines_or_journal(host, secrets):
     texts = [
         host.check_output(f"systemctl cat {SERVICE} {SERVICE}-migrate"),
         host.file(CONFIG).content_string,
         host.check_output("ps -eo args"),
         host.check_output(f"systemctl show {SERVICE}"),
+        # modules log their invocation to the journal: the credential files' writer must not
+        host.check_output("journalctl --no-pager -o cat"),
     ]
     for secret in secrets:
         for text in texts:

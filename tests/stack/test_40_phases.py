@@ -49,11 +49,13 @@ def refused_without_change(result: PlaybookResult, figure: str) -> None:
     assert not changed, result.changed_tasks()
 
 
-def quiet_days_since_phase2(stack: Stack) -> str:
-    """A phase 3 window that starts when phase 2 was entered (the walk takes minutes)."""
+def quiet_days_since_phase2(stack: Stack, now: dt.datetime | None = None) -> str:
+    """A phase 3 window that starts when phase 2 was entered (the walk takes minutes) and
+    ends at `now` (default: this moment)."""
     shown = stack.exec("app1", ["/usr/local/sbin/mail-helper-admin", "phase", "show"]).stdout
     since = dt.datetime.fromisoformat(json.loads(shown)["since"])
-    return f"{(dt.datetime.now(dt.UTC) - since).total_seconds() / 86400 + 1e-6:.8f}"
+    end = now or dt.datetime.now(dt.UTC)
+    return f"{(end - since).total_seconds() / 86400 + 1e-6:.8f}"
 
 
 def inject_job(stack: Stack, backend: str, status: str, count: int = 1) -> None:
@@ -138,12 +140,18 @@ def test_phase3_gate_refuses_a_recent_legacy_job(
     deployed: Stack, load: Load, injected: None
 ) -> None:
     inject_job(deployed, "legacy", "success")
+    # The gate measures at its own `now`, seconds later on a busy machine, and its window
+    # (phase 2 is only seconds old here) would slide past the injected job: pin its `now`
+    # just after the injection.
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     result = phase_run(
         "phase3_cutoff",
         "-e",
         "cutoff_phase2_min_days=0",
         "-e",
-        f"cutoff_phase3_quiet_days={quiet_days_since_phase2(deployed)}",
+        f"cutoff_phase3_quiet_days={quiet_days_since_phase2(deployed, now)}",
+        "-e",
+        f"cutoff_now={now.isoformat()}",
     )
     refused_without_change(result, "legacy and fallback jobs")
 

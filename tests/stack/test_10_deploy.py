@@ -28,6 +28,42 @@ def test_second_site_run_reports_no_change(deployed: Stack) -> None:
     assert not changed, "\n".join(result.changed_tasks())
 
 
+def test_a_secret_id_vault_no_longer_accepts_is_replaced(deployed: Stack) -> None:
+    """playbooks/tasks/vault_client.yml: the host's own login check (library/
+    kimh_approle_check.py) finds that Flower's secret_id is refused, a new one is issued and
+    written, Flower restarts with it and answers with the credentials it reads from Vault; the
+    next run keeps it (changed=0)."""
+    secret_file = "/etc/mail-helper/flower-credentials/vault-secret-id"
+    deployed.exec("worker1", ["sh", "-c", f"echo not-a-secret-id > {secret_file}"])
+    result = run_playbook("playbooks/flower.yml", log="flower-reissue")
+    assert result.returncode == 0, result.tail()
+    changed = "\n".join(result.changed_tasks())
+    assert "Issue a new secret_id where the old one does not log in" in changed, changed
+    assert "flower : Restart flower" in changed, changed
+    new_secret = deployed.exec("worker1", ["cat", secret_file]).stdout.strip()
+    assert new_secret
+    assert new_secret != "not-a-secret-id"
+    creds = deployed.vault().secrets.kv.v2.read_secret_version(
+        path="mailhelper/flower", mount_point="kv", raise_on_deleted_version=True
+    )["data"]["data"]
+    base = f"http://{deployed.ip('worker1')}:5555"
+    deadline = time.monotonic() + 60
+    status = 0
+    while status != 200 and time.monotonic() < deadline:
+        try:
+            status = requests.get(
+                f"{base}/api/workers", auth=(creds["username"], creds["password"]), timeout=10
+            ).status_code
+        except requests.ConnectionError:
+            status = 0
+        time.sleep(1)
+    assert status == 200
+    again = run_playbook("playbooks/flower.yml", log="flower-reissue-again")
+    assert again.returncode == 0, again.tail()
+    assert again.recap["worker1"]["changed"] == 0, "\n".join(again.changed_tasks())
+    assert deployed.exec("worker1", ["cat", secret_file]).stdout.strip() == new_secret
+
+
 def test_site_prints_where_the_app_and_flower_answer(deployed: Stack) -> None:
     output = (RESULTS / "stack-site-second.log").read_text()
     assert f"App:    http://{deployed.ip('app1')}:8000" in output

@@ -12,14 +12,19 @@ arguments (no_log), not in diffs.
 """
 
 import base64
-import grp
 import hashlib
 import os
-import pwd
 import stat
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kimh_file_ops import (
+    RefusedError,
+    attribute_changes,
+    gid_of,
+    parse_mode,
+    uid_of,
+    write_atomically,
+)
 
 DOCUMENTATION = r"""
 module: kimh_files
@@ -65,42 +70,9 @@ _DIRECTORY_OPTIONS = {
 }
 
 
-class RefusedError(Exception):
-    """Input or host state this module will not act on; the message names the path."""
-
-
-def _uid(name: str) -> int:
-    try:
-        return int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
-    except KeyError:
-        raise RefusedError(f"no user {name!r} on the host") from None
-
-
-def _gid(name: str) -> int:
-    try:
-        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise RefusedError(f"no group {name!r} on the host") from None
-
-
-def _mode(text: str, path: str) -> int:
-    if not text or any(c not in "01234567" for c in text) or len(text) > 4:
-        raise RefusedError(f"{path}: mode must be octal digits such as 0640, got {text!r}")
-    return int(text, 8)
-
-
 def _wanted(item: dict) -> tuple:
     path = item.get("dest") or item["path"]
-    return _uid(item["owner"]), _gid(item["group"]), _mode(item["mode"], path)
-
-
-def _attribute_changes(st: os.stat_result, uid: int, gid: int, mode: int) -> list:
-    changes = []
-    if (st.st_uid, st.st_gid) != (uid, gid):
-        changes.append("owner")
-    if stat.S_IMODE(st.st_mode) != mode:
-        changes.append("mode")
-    return changes
+    return uid_of(item["owner"]), gid_of(item["group"]), parse_mode(item["mode"], path)
 
 
 def ensure_directory(item: dict, check: bool) -> list:
@@ -118,28 +90,11 @@ def ensure_directory(item: dict, check: bool) -> list:
         return ["created"]
     if not stat.S_ISDIR(st.st_mode):
         raise RefusedError(f"{path} exists and is not a directory")
-    changes = _attribute_changes(st, uid, gid, mode)
+    changes = attribute_changes(st, uid, gid, mode)
     if changes and not check:
         os.chown(path, uid, gid)
         os.chmod(path, mode)
     return changes
-
-
-def _write_atomically(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".kimh_files.", dir=directory)
-    try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def ensure_file(item: dict, check: bool, planned_dirs: set) -> tuple:
@@ -163,7 +118,7 @@ def ensure_file(item: dict, check: bool, planned_dirs: set) -> tuple:
         st = os.lstat(path)
     except FileNotFoundError:
         if not check:
-            _write_atomically(path, data, uid, gid, mode)
+            write_atomically(path, data, uid, gid, mode)
         return ["created"], None
     if not stat.S_ISREG(st.st_mode):
         raise RefusedError(f"{path} exists and is not a regular file (links are not followed)")
@@ -171,9 +126,9 @@ def ensure_file(item: dict, check: bool, planned_dirs: set) -> tuple:
         old = handle.read()
     if hashlib.sha256(old).digest() != hashlib.sha256(data).digest():
         if not check:
-            _write_atomically(path, data, uid, gid, mode)
+            write_atomically(path, data, uid, gid, mode)
         return ["content"], old
-    changes = _attribute_changes(st, uid, gid, mode)
+    changes = attribute_changes(st, uid, gid, mode)
     if changes and not check:
         os.chown(path, uid, gid)
         os.chmod(path, mode)

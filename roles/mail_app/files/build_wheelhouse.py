@@ -52,8 +52,21 @@ def source_files(source: Path) -> list[Path]:
     return files
 
 
-def source_hash(source: Path, image: str) -> str:
-    digest = hashlib.sha256(f"recipe={RECIPE}\nimage={image}\n".encode())
+def image_identity(image: str, engine: str) -> str:
+    """The image's content ID: the same image under another tag (`latest` and the recipe
+    hash tag `make` exports) must give the same release. The name when the engine does not
+    know the image (the build then says so)."""
+    result = subprocess.run(  # noqa: S603 - argv of the configured engine, no shell
+        [engine, "image", "inspect", "--format", "{{.Id}}", image],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else image
+
+
+def source_hash(source: Path, image_id: str) -> str:
+    digest = hashlib.sha256(f"recipe={RECIPE}\nimage={image_id}\n".encode())
     for path in source_files(source):
         digest.update(str(path.relative_to(source)).encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -116,7 +129,7 @@ def main() -> int:
     args = ap.parse_args()
     source = args.source.resolve()
     version = tomllib.loads((source / "pyproject.toml").read_text())["project"]["version"]
-    digest = source_hash(source, args.image)
+    digest = source_hash(source, image_identity(args.image, args.engine))
     release = f"{version}-{digest[:12]}"
     target = args.cache / release
     archive = args.cache / f"{release}.tar"

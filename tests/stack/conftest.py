@@ -15,8 +15,6 @@ import requests
 from stacklib import TIMINGS, USERS, Api, Stack, run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
-# what Ansible says when a Docker exec returned no output at all
-DOCKER_EXEC_LOST_OUTPUT = "failed to resolve remote temporary directory"
 
 
 @pytest.fixture(scope="session")
@@ -41,16 +39,6 @@ def deployed(stack: Stack) -> Stack:
     start = time.monotonic()
     result = run_playbook("playbooks/site.yml", log="site-cold")
     TIMINGS["site.yml cold"] = time.monotonic() - start
-    if result.returncode != 0 and DOCKER_EXEC_LOST_OUTPUT in result.output:
-        # The Docker API lost a short exec's output (the engine under heavy load, see
-        # community.docker issue 644): a fault of the test transport, not of the bundle. An
-        # operator would run site.yml again, and so does this, once; the log of the failed
-        # run stays in tests/.results/stack-site-cold.log.
-        start = time.monotonic()
-        result = run_playbook("playbooks/site.yml", log="site-cold-retry")
-        TIMINGS["site.yml cold, run again after a lost Docker exec output"] = (
-            time.monotonic() - start
-        )
     assert result.returncode == 0, result.tail()
     return stack
 

@@ -4,6 +4,7 @@ group_vars filling in what a test leaves out."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,3 +40,18 @@ def run_playbook(
 
 def output_of(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout + result.stderr
+
+
+# A task a test wants to see the result of ends its play with this one (register: out).
+SHOW_RESULT = """    - name: Show
+      ansible.builtin.debug: {msg: "RESULT={{ out | to_json }}"}
+"""
+
+
+def registered_result(result: subprocess.CompletedProcess[str]) -> dict:
+    """The `out` a play with SHOW_RESULT registered, or {"failed_output": ...} if it failed."""
+    output = output_of(result)
+    if result.returncode != 0:
+        return {"failed_output": output}
+    line = next(x for x in output.splitlines() if '"msg": "RESULT=' in x)
+    return json.loads(json.loads(line.split('"msg": ', 1)[1]).removeprefix("RESULT="))

@@ -7,12 +7,11 @@ itself is no_log). The login against a real Vault is covered by the stack scenar
 from __future__ import annotations
 
 import datetime
-import json
 import socket
 import sys
 from pathlib import Path
 
-from controller_play import ROOT, output_of, run_playbook
+from controller_play import ROOT, SHOW_RESULT, registered_result, run_playbook
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -63,16 +62,11 @@ def check(tmp_path: Path, *args: str, addr: str | None = None, ca: str = "") -> 
         secret_id_path: {tmp_path}/creds/vault-secret-id
         timeout: 5
       register: out
-    - name: Show
-      ansible.builtin.debug: {{msg: "RESULT={{{{ out | to_json }}}}"}}
 """
+    play += SHOW_RESULT
     (tmp_path / "ca.pem").write_text((ca or CA_PEM) + "\n")
     result = run_playbook(tmp_path, play, "-M", str(ROOT / "playbooks" / "library"), *args)
-    output = output_of(result)
-    if result.returncode != 0:
-        return {"failed_output": output}
-    line = next(x for x in output.splitlines() if '"msg": "RESULT=' in x)
-    return json.loads(json.loads(line.split('"msg": ', 1)[1]).removeprefix("RESULT="))
+    return registered_result(result)
 
 
 def test_missing_credentials_are_an_answer_and_the_ca_is_written_once(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from controller_play import output_of, run_playbook
+from controller_play import SHOW_RESULT, output_of, registered_result, run_playbook
 
 SANS = ["DNS:db.example", "DNS:localhost", "IP:127.0.0.1", "IP:::1"]
 
@@ -65,15 +65,10 @@ def check(tmp_path: Path, sans: list[str] | None = None) -> dict:
         cert_owner: "{os.getuid()}"
         cert_group: "{os.getgid()}"
       register: out
-    - name: Show
-      ansible.builtin.debug: {{msg: "RESULT={{{{ out | to_json }}}}"}}
 """
+    play += SHOW_RESULT
     result = run_playbook(tmp_path, play)
-    output = output_of(result)
-    if result.returncode != 0:
-        return {"failed_output": output}
-    line = next(x for x in output.splitlines() if '"msg": "RESULT=' in x)
-    return json.loads(json.loads(line.split('"msg": ', 1)[1]).removeprefix("RESULT="))
+    return registered_result(result)
 
 
 def test_what_community_crypto_made_is_current(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """Load the plugins every task needs once, in the controller's main process.
 
 Ansible runs each task in a worker process forked from the main process. Plugins the main
-process has not loaded (the connection plugin with the Docker SDK and requests it imports,
-the action plugins of template, copy, uri...) are loaded again in every fork: about 0.08 s
-per task over the Docker connection. Loading them before the first fork lets every worker
+process has not loaded (the connection plugin, the action plugins of template, copy, uri...)
+are loaded again in every fork: about 0.08 s per task over the Docker connection (measured
+with the plain linear strategy). Loading them before the first fork lets every worker
 inherit them. It changes no result and prints only at -vvv.
 
 Ansible loads it by itself for every playbook in this directory (plugins next to a
@@ -27,7 +27,8 @@ description:
 """
 
 CONNECTIONS = (
-    "community.docker.docker_api",
+    "community.docker.docker",  # the local and stack inventories (`docker`) without Mitogen
+    "community.docker.docker_api",  # tests/bench/task_cost.py
     "ansible.builtin.ssh",
     "ansible.builtin.local",
 )

@@ -9,7 +9,9 @@ by side on a fresh container of the base image:
 - a module task (stat): one Docker exec that runs Python with the AnsiballZ payload;
 - an unchanged copy, with `ansible_remote_tmp` as `~/.ansible/tmp` and as an absolute path:
   copy (like template and uri) makes a temporary directory first (`echo ~` to expand the
-  path, `mkdir`), runs stat and file, and removes the directory again.
+  path, `mkdir`), runs stat and file, and removes the directory again;
+- the module and the copy again under the bundle's strategy (ansible.cfg: Mitogen over the
+  `docker` connection) beside plain `linear` over the Docker API.
 
 Usage: .venv/bin/python tests/bench/task_cost.py [--tasks 40] [--rounds 2]
 Needs the Docker engine and the base image (`make setup`). Prints a table; asserts nothing.
@@ -55,12 +57,18 @@ def playbook(body: str, count: int) -> str:
     return f"- name: Bench\n  hosts: all\n  gather_facts: false\n  tasks:\n{tasks}"
 
 
-def run(path: Path, inventory: Path, remote_tmp: str) -> float:
+# How a case reaches the host: (strategy, connection).
+LINEAR = ("linear", "community.docker.docker_api")
+MITOGEN = ("mitogen_linear", "docker")
+
+
+def run(path: Path, inventory: Path, remote_tmp: str, how: tuple[str, str] = LINEAR) -> float:
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
         ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "playbooks/callback_plugins"),
         ANSIBLE_CALLBACKS_ENABLED="ansible.posix.timer",
+        ANSIBLE_STRATEGY=how[0],
         NO_COLOR="1",
     )
     cmd = [
@@ -70,6 +78,8 @@ def run(path: Path, inventory: Path, remote_tmp: str) -> float:
         str(path),
         "-e",
         f"ansible_remote_tmp={remote_tmp}",
+        "-e",
+        f"ansible_connection={how[1]}",
     ]
     start = time.monotonic()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -96,29 +106,35 @@ def main() -> None:
             inventory.write_text(
                 "all:\n  hosts:\n"
                 f"    {CONTAINER}:\n"
-                "      ansible_connection: community.docker.docker_api\n"
                 "      ansible_python_interpreter: /usr/bin/python3\n"
             )
-            cases = [(name, body, "/root/.ansible/tmp") for name, body in TASKS.items()]
+            absolute = "/root/.ansible/tmp"
+            cases = [(name, body, absolute, LINEAR) for name, body in TASKS.items()]
             tilde = ("unchanged copy, remote_tmp ~", TASKS["unchanged copy"], "~/.ansible/tmp")
-            cases.append(tilde)
+            cases.append((*tilde, LINEAR))
+            for name in ("module (stat)", "unchanged copy"):
+                cases.append((f"{name}, Mitogen", TASKS[name], absolute, MITOGEN))
             one = work / "one.yml"
             one.write_text(playbook(TASKS["module (stat)"], 1))
-            many = {name: work / f"case{i}.yml" for i, (name, _, _) in enumerate(cases)}
-            for (_name, body, _), path in zip(cases, many.values(), strict=True):
+            many = {name: work / f"case{i}.yml" for i, (name, *_) in enumerate(cases)}
+            for (_name, body, *_), path in zip(cases, many.values(), strict=True):
                 path.write_text(playbook(body, args.tasks))
             run(many["unchanged copy"], inventory, "/root/.ansible/tmp")  # create the file
-            results: dict[str, list[float]] = {name: [] for name, _, _ in cases}
-            startup: list[float] = []
+            results: dict[str, list[float]] = {name: [] for name, *_ in cases}
+            startup: dict[tuple[str, str], list[float]] = {LINEAR: [], MITOGEN: []}
             for _ in range(args.rounds):
-                startup.append(run(one, inventory, "/root/.ansible/tmp"))
-                for name, _, remote_tmp in cases:
-                    results[name].append(run(many[name], inventory, remote_tmp))
-        base = min(startup)
-        print(f"ansible-playbook with one stat task: {base:.2f} s (start-up, subtracted)")
+                for how, times in startup.items():
+                    times.append(run(one, inventory, absolute, how))
+                for name, _, remote_tmp, how in cases:
+                    results[name].append(run(many[name], inventory, remote_tmp, how))
+        base = {how: min(times) for how, times in startup.items()}
+        print(
+            f"ansible-playbook with one stat task: {base[LINEAR]:.2f} s linear, "
+            f"{base[MITOGEN]:.2f} s Mitogen (start-up, subtracted)"
+        )
         print(f"{'task kind':34} {'per task':>10}   ({args.tasks} tasks, best of {args.rounds})")
-        for name, times in results.items():
-            per_task = (min(times) - base) / args.tasks
+        for name, _, _, how in cases:
+            per_task = (min(results[name]) - base[how]) / args.tasks
             print(f"{name:34} {per_task * 1000:8.0f} ms")
         load = Path("/proc/loadavg").read_text().split()[:3]
         print(f"load average at the end: {' '.join(load)}")

@@ -15,9 +15,15 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
 def run_playbook(
-    tmp_path: Path, text: str, *args: str, inventory: str = "localhost,", timeout: int = 180
+    tmp_path: Path,
+    text: str,
+    *args: str,
+    inventory: str = "localhost,",
+    timeout: int = 180,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Write `text` to tmp_path/play.yml and run it with `args` (e.g. --check, -e ...)."""
+    """Write `text` to tmp_path/play.yml and run it with `args` (e.g. --check, -e ...),
+    with `extra_env` (e.g. ANSIBLE_STRATEGY) on top of the environment below."""
     playbook = tmp_path / "play.yml"
     playbook.write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
@@ -27,6 +33,7 @@ def run_playbook(
         "ANSIBLE_LOCALHOST_WARNING": "false",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
     }
+    env |= extra_env or {}
     return subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", inventory, *args, str(playbook)],
         capture_output=True,

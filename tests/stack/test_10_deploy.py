@@ -28,6 +28,35 @@ def test_second_site_run_reports_no_change(deployed: Stack) -> None:
     assert not changed, "\n".join(result.changed_tasks())
 
 
+def test_check_mode_previews_a_change_and_applies_none(deployed: Stack) -> None:
+    """`site.yml --check --diff`, as an operator previews a change: it runs through, shows the
+    configuration diffs and the restarts they would cause, and changes nothing: the hosts keep
+    their files, and a check run without the change reports changed=0."""
+    result = run_playbook(
+        "playbooks/site.yml",
+        "--check",
+        "--diff",
+        "-e",
+        "redis_maxmemory=600mb",
+        "-e",
+        "mail_app_gunicorn_timeout=31",
+        log="site-check",
+    )
+    assert result.returncode == 0, result.tail()
+    changed = "\n".join(result.changed_tasks())
+    assert "redis : Restart redis" in changed, changed
+    assert "mail_app : Restart mail-helper" in changed, changed
+    assert "+maxmemory 600mb" in result.output
+    assert "+  --timeout 31" in result.output
+    conf = deployed.exec("data1", ["grep", "^maxmemory ", "/etc/redis/redis.conf"]).stdout
+    assert conf.strip() == "maxmemory 512mb"
+    again = run_playbook("playbooks/site.yml", "--check", log="site-check-unchanged")
+    assert again.returncode == 0, again.tail()
+    assert not any(counts["changed"] for counts in again.recap.values()), "\n".join(
+        again.changed_tasks()
+    )
+
+
 def test_a_secret_id_vault_no_longer_accepts_is_replaced(deployed: Stack) -> None:
     """playbooks/tasks/vault_client.yml: the host's own login check (library/
     kimh_approle_check.py) finds that Flower's secret_id is refused, a new one is issued and

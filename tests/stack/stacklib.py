@@ -53,17 +53,8 @@ class PlaybookResult:
         return names
 
 
-# What Ansible says when a Docker exec returned no output at all.
-DOCKER_EXEC_LOST_OUTPUT = "failed to resolve remote temporary directory"
-
-
 def run_playbook(playbook: str, *args: str, log: str | None = None) -> PlaybookResult:
-    """ansible-playbook against the stack inventory; output kept in tests/.results.
-
-    When the Docker API lost a short exec's output (the engine under heavy load, see
-    community.docker issue 644: a fault of the test transport, not of the bundle), the run
-    is repeated once, as an operator would; the failed run's log is kept beside the other
-    (`stack-<log>-lost-exec.log`) and counted in the timings."""
+    """ansible-playbook against the stack inventory; output kept in tests/.results."""
     env = dict(
         os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), NO_COLOR="1", ANSIBLE_FORCE_COLOR="0"
     )
@@ -71,13 +62,6 @@ def run_playbook(playbook: str, *args: str, log: str | None = None) -> PlaybookR
     start = time.monotonic()
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     output = proc.stdout + proc.stderr
-    if proc.returncode != 0 and DOCKER_EXEC_LOST_OUTPUT in output:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"stack-{log or 'run'}-lost-exec.log").write_text(output)
-        key = "runs repeated after a lost Docker exec output"
-        TIMINGS[key] = TIMINGS.get(key, 0.0) + 1
-        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-        output = proc.stdout + proc.stderr
     if log:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"stack-{log}.log").write_text(output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import requests
@@ -12,6 +13,23 @@ from stacklib import RESULTS, TIMINGS, Api, Stack, imap_subjects, run_playbook
 def test_every_app_host_is_healthy_after_the_cold_deploy(deployed: Stack) -> None:
     for host in ("app1", "app2"):
         assert deployed.app_healthy(host), f"{host}: /health is not 200"
+
+
+def test_the_background_package_installs_ran_to_the_end(deployed: Stack) -> None:
+    """packages_ahead.yml's apt transactions (the async jobs' results on each host) all
+    succeeded: the tiers found their packages installed, not a fallback install of their own
+    after a failed job. data1 (PostgreSQL, then Redis) had two, which queue on apt's lock."""
+    read = (
+        "import glob, json; print(json.dumps([json.load(open(f))"
+        " for f in glob.glob('/root/.ansible_async/*')]))"
+    )
+    expected = {"data1": 2, "imap1": 1, "app1": 1, "app2": 1, "worker1": 1, "vault1": 0}
+    for host, count in expected.items():
+        jobs = json.loads(deployed.exec(host, ["python3", "-c", read]).stdout)
+        assert len(jobs) == count, f"{host}: {len(jobs)} background jobs, expected {count}"
+        failed = [job.get("msg", job) for job in jobs if job.get("failed") or job.get("rc")]
+        assert not failed, f"{host}: {failed}"
+        assert all(job.get("changed") for job in jobs), f"{host}: a job did not finish: {jobs}"
 
 
 def test_second_site_run_reports_no_change(deployed: Stack) -> None:

@@ -1,5 +1,6 @@
 """Verify the redis role: a password-protected, durable broker that refuses what it must."""
 
+import json
 import os
 import shlex
 from pathlib import Path
@@ -35,6 +36,23 @@ def as_app(host, password: str, *args: str) -> str:
 
 def as_admin(host, password: str, *args: str) -> str:
     return cli(host, *args, user="default", password=password).stdout.strip()
+
+
+def test_the_background_install_of_packages_ahead_ran_to_the_end(host):
+    """converge.yml calls the packages_ahead entry point before the role: its one background
+    job installed the package (the role's own install found it or waited for it), and the
+    container drop-in it wrote first is the role's."""
+    read = (
+        "import glob, json; print(json.dumps([json.load(open(f))"
+        " for f in glob.glob('/root/.ansible_async/*')]))"
+    )
+    jobs = json.loads(host.check_output(f"python3 -c {shlex.quote(read)}"))
+    assert len(jobs) == 1, jobs
+    assert not jobs[0].get("failed"), jobs[0].get("msg")
+    assert jobs[0].get("changed"), jobs[0]
+    assert "redis-server" in jobs[0]["invocation"]["module_args"]["name"]
+    dropin = host.file("/etc/systemd/system/redis-server.service.d/container.conf")
+    assert "PrivateUsers=false" in dropin.content_string
 
 
 def test_service_enabled_and_running(host):

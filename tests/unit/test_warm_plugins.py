@@ -15,7 +15,7 @@ def named_plugins() -> int:
     spec = importlib.util.spec_from_file_location("kimh_warm_plugins", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return len(module.CONNECTIONS) + len(module.ACTIONS)
+    return len(module.CONNECTIONS) + len(module.ACTIONS) + len(module.LOOKUPS) + len(module.JINJA)
 
 
 def test_every_named_plugin_loads_and_the_run_is_unchanged(tmp_path):

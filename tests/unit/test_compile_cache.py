@@ -132,6 +132,19 @@ def test_a_damaged_entry_is_compiled_again_and_replaced(plugin, generated, tmp_p
     assert entry.read_bytes() != b"\x00not marshal data"
 
 
+def test_a_failing_cache_still_compiles(plugin, tmp_path, monkeypatch):
+    expected = AnsibleEnvironment().compile(TEMPLATE)
+    store = open_store(plugin, tmp_path)
+    # The directory gone (a clean-up during the run): nothing is read or written, all compiles.
+    for entry in entries(store):
+        entry.unlink()
+    store.directory.rmdir()
+    assert AnsibleEnvironment().compile(TEMPLATE) == expected
+    # Any error of the cache's own (here: the key) falls back to compiling.
+    monkeypatch.setattr(plugin, "digest", lambda *parts: 1 / 0)
+    assert AnsibleEnvironment().compile(TEMPLATE) == expected
+
+
 def test_a_directory_others_can_write_or_own_is_not_used(plugin, tmp_path):
     store = plugin.EntryStore(tmp_path / "jinja-code", "set-1")
     assert store.open()

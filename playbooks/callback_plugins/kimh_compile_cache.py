@@ -373,6 +373,8 @@ def enable() -> list[str]:
     if scans.open():
         install_scan_cache(scans, finder)
         states.append(f"module scans in {scans.directory}")
+    else:
+        states.append(f"module scans not cached: {scans.directory} is not private to this user")
     return states
 
 

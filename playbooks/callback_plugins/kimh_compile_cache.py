@@ -66,6 +66,7 @@ description:
 """
 
 ENV_SWITCH = "KIMH_COMPILE_CACHE"
+NOT_USABLE = "cannot be created, or is not owned and writable by this user alone"
 # A store removes the entries of other version sets when a run starts; this many entries of
 # the current set empty it (templates that changed leave their old entries behind).
 MAX_ENTRIES = 20000
@@ -361,7 +362,7 @@ def enable() -> list[str]:
         install_template_cache(jinja)
         states.append(f"templates in {jinja.directory}")
     else:
-        states.append(f"templates not cached: {jinja.directory} is not private to this user")
+        states.append(f"templates not cached: {jinja.directory} {NOT_USABLE}")
     try:
         import ansible_mitogen.module_finder as finder
     except ImportError:
@@ -374,7 +375,7 @@ def enable() -> list[str]:
         install_scan_cache(scans, finder)
         states.append(f"module scans in {scans.directory}")
     else:
-        states.append(f"module scans not cached: {scans.directory} is not private to this user")
+        states.append(f"module scans not cached: {scans.directory} {NOT_USABLE}")
     return states
 
 

@@ -230,3 +230,19 @@ def test_gunicorn_serves_the_wsgi_app(tmp_path: Path, sqlite_url: str) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_process_entry_points_start_without_alembic_or_a_password_hash() -> None:
+    # Every CLI call, web, worker and Flower start imports these; Alembic (about 0.4 s) and the
+    # unknown-address scrypt hash (about 0.15 s) belong to the migration and to login checks.
+    code = (
+        "import sys\n"
+        "import mailhelper.cli, mailhelper.processes, mailhelper.tasks, mailhelper.web\n"
+        "from mailhelper import users\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'),"
+        " users._dummy_hash.cache_info().currsize)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out == ["[]", "0"]

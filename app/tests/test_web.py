@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from mailhelper import users
 from mailhelper.config import load_settings
 from mailhelper.models import JobRun, Message
 from mailhelper.runtime import Runtime, build_runtime
@@ -290,6 +291,13 @@ def test_health_and_metrics(app: Flask, runtime: Runtime) -> None:
     assert b"mailhelper_http_requests_total" in metrics.data
     assert b"mailhelper_sync_runs_total" in metrics.data
     assert ok.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_web_app_makes_the_unknown_address_hash_at_start(runtime: Runtime) -> None:
+    # So that the first login with an unknown address costs what every later one does.
+    users._dummy_hash.cache_clear()
+    create_app(runtime)
+    assert users._dummy_hash.cache_info().currsize == 1
 
 
 def test_health_is_503_when_database_or_key_file_fail(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import secrets
@@ -23,7 +24,22 @@ FREE_FAILURES = 5
 MAX_LOCK_SECONDS = 15 * 60
 # scrypt, N=2^15, r=8, p=1 (about 32 MiB and tens of milliseconds per hash)
 PASSWORD_METHOD = "scrypt:32768:8:1"  # noqa: S105 - a KDF name, not a password
-_DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16), method=PASSWORD_METHOD)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a discarded random password, checked when the e-mail address is unknown.
+
+    Made on first use, not at import: scrypt costs about 0.15 s of every process
+    start otherwise (CLI, web, workers, Flower), and most never check a password.
+    """
+    return generate_password_hash(secrets.token_urlsafe(16), method=PASSWORD_METHOD)
+
+
+def prepare_password_checks() -> None:
+    """Make the unknown-address hash now (the web app at start), so that the first login with
+    an unknown address takes as long as every later one."""
+    _dummy_hash()
 
 
 def normalize_email(email: str) -> str:
@@ -80,7 +96,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
         email = ""
     user = session.scalar(select(User).where(User.email == email)) if email else None
     if user is None:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(), password)
         return None
     ok = check_password_hash(user.password_hash, password)
     now = utcnow()

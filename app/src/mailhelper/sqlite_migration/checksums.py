@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from psycopg import sql
 
 from mailhelper.db import make_engine
@@ -244,6 +242,10 @@ def _total(parts: Sequence[Checksum]) -> Checksum:
 def schema_differences(pg: psycopg.Connection, sqlalchemy_url: str) -> list[str]:
     """Empty when the target schema equals the models (= what Alembic makes) and no
     interrupted copy left constraints set aside."""
+    # Imported here: the CLI loads this module for every command, Alembic only this one needs.
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
     problems = []
     if state_exists(pg):
         problems.append("an interrupted copy left constraints and indexes set aside")

@@ -6,14 +6,14 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-from alembic.script import ScriptDirectory
-
 from mailhelper.db import alembic_config
 from mailhelper.sqlite_migration.errors import MigrationError, SourceRevisionError
 
 
 def expected_revision() -> str:
     """The Alembic head of this version of the app."""
+    from alembic.script import ScriptDirectory  # only migrate-sqlite needs Alembic
+
     head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
     if head is None:  # pragma: no cover - the package always ships migrations
         raise MigrationError("no Alembic revisions found in the package")

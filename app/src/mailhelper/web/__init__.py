@@ -9,6 +9,7 @@ from flask import Flask, Response, g, request
 
 from mailhelper import metrics
 from mailhelper.runtime import Runtime, build_runtime
+from mailhelper.users import prepare_password_checks
 from mailhelper.vault import WEB_SECRETS
 from mailhelper.web import accounts, api, auth, health, messages
 
@@ -26,6 +27,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.extensions["mailhelper"] = runtime
+    prepare_password_checks()
     for bp in (auth.bp, accounts.bp, messages.bp, api.bp, health.bp):
         app.register_blueprint(bp)
     app.before_request(auth.load_user)

@@ -1,21 +1,25 @@
-"""Ansible module: is a self-signed certificate and its key already what the community.crypto
-tasks would make? One module run that changes nothing.
+"""Ansible module: a self-signed certificate and its EC key on the host, made or mended in one
+module run, or only checked.
 
-A role that makes its own self-signed certificate on the host runs three community.crypto
-modules (openssl_privatekey, openssl_csr_pipe, x509_certificate selfsigned) on every run,
-about 0.7 s each over a Docker connection, only to learn that nothing is to be done. This
-module reads the key and the certificate once and answers `current: true` only when those
-tasks would find nothing to change:
+A role that makes its own self-signed certificate ran three community.crypto modules for it
+(openssl_privatekey, openssl_csr_pipe, x509_certificate selfsigned), about 0.3-0.9 s each
+over a Docker connection on a first deploy, and needed a check beforehand not to run them
+on every later run. This module reads the key and the certificate once. They are `current`
+only when:
 
 - the key exists as a regular file with the owner, group and mode, and is an EC key on the
   curve asked for;
 - the certificate exists likewise, holds the key's public key, is self-signed (its issuer
   is its subject and its signature verifies with the key), has exactly the common name and
-  the subject alternative names (in order) of the signing request, and is valid now.
+  the subject alternative names (in order) asked for, and is valid now.
 
-Anything else (a missing file, a file it cannot parse, python3-cryptography missing) gives
-`current: false` with the `reasons`, and the role's community.crypto tasks run as they
-would without this check. It never returns key material.
+With `make: true` (the default) it then does the least that makes them current: a key that
+is missing, unreadable or of another type or curve is replaced by a new one (and so is the
+certificate); a certificate that does not match is made anew from the key (ECDSA with
+SHA-256, valid from now for `valid_days`); a wrong owner, group or mode is set. Files are
+written atomically. With `make: false`, or in check mode, it only reports (`changed` then
+says whether it would write). A path that exists but is no regular file (a symlink, a
+directory) is refused, never replaced. It never returns key material.
 """
 
 import datetime
@@ -24,22 +28,29 @@ import os
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kimh_file_ops import RefusedError, gid_of, parse_mode, uid_of
+from ansible.module_utils.kimh_file_ops import (
+    RefusedError,
+    attribute_changes,
+    gid_of,
+    parse_mode,
+    uid_of,
+    write_atomically,
+)
 
 try:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     HAVE_CRYPTOGRAPHY = True
-except ImportError:  # the caller's tasks install python3-cryptography before they need it
+except ImportError:  # the roles install python3-cryptography before they need it
     HAVE_CRYPTOGRAPHY = False
 
 DOCUMENTATION = r"""
-module: kimh_selfsigned_check
-short_description: Tell whether a self-signed certificate and its key need any work
+module: kimh_selfsigned
+short_description: Make or mend a self-signed certificate and its EC key, or only check them
 options:
   key_path: {type: path, required: true}
   cert_path: {type: path, required: true}
@@ -56,6 +67,8 @@ options:
   cert_owner: {type: str, default: root}
   cert_group: {type: str, default: root}
   cert_mode: {type: str, default: "0644"}
+  valid_days: {type: int, default: 3650, description: Validity of a new certificate.}
+  make: {type: bool, default: true, description: false only reports (current, reasons).}
 """
 
 _OPTIONS = {
@@ -70,7 +83,11 @@ _OPTIONS = {
     "cert_owner": {"type": "str", "default": "root"},
     "cert_group": {"type": "str", "default": "root"},
     "cert_mode": {"type": "str", "default": "0644"},
+    "valid_days": {"type": "int", "default": 3650},
+    "make": {"type": "bool", "default": True},
 }
+
+_CURVES = {"secp256r1": "SECP256R1", "secp384r1": "SECP384R1", "secp521r1": "SECP521R1"}
 
 
 def normalise_san(entry: str) -> str:
@@ -173,8 +190,7 @@ def _cert_problems(params: dict, key: object) -> "list[str]":
     return problems
 
 
-def check(params: dict) -> "list[str]":
-    """The reasons the certificate or key need work; empty when they need none."""
+def _owners(params: dict) -> "tuple[tuple, tuple]":
     key_owner = (
         uid_of(params["key_owner"]),
         gid_of(params["key_group"]),
@@ -185,8 +201,26 @@ def check(params: dict) -> "list[str]":
         gid_of(params["cert_group"]),
         parse_mode(params["cert_mode"], params["cert_path"]),
     )
+    return key_owner, cert_owner
+
+
+def _validate(params: dict) -> None:
+    """Bad input is refused, not reported as "needs work"."""
+    if params["curve"] not in _CURVES:
+        raise RefusedError(f"curve: {params['curve']!r} is not one of {sorted(_CURVES)}")
+    if params["valid_days"] < 1:
+        raise RefusedError(f"valid_days: {params['valid_days']} is not a positive number of days")
     for entry in params["subject_alt_name"]:
-        normalise_san(entry)  # bad input is refused, not reported as "needs work"
+        normalise_san(entry)
+    for path in (params["key_path"], params["cert_path"]):
+        if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+            raise RefusedError(f"{path} exists and is not a regular file; not replacing it")
+
+
+def check(params: dict) -> "list[str]":
+    """The reasons the certificate or key need work; empty when they need none."""
+    key_owner, cert_owner = _owners(params)
+    _validate(params)
     if not HAVE_CRYPTOGRAPHY:
         return ["python3-cryptography is not installed on the host"]
     reasons = _file_problems(params["key_path"], key_owner)
@@ -199,13 +233,88 @@ def check(params: dict) -> "list[str]":
     return reasons + _cert_problems(params, key)
 
 
+def _usable_key(params: dict) -> "object | None":
+    if not os.path.exists(params["key_path"]):
+        return None
+    key, _ = _load_key(params["key_path"], params["curve"])
+    return key
+
+
+def _new_certificate(params: dict, key: object) -> bytes:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, params["common_name"])])
+    sans = []
+    for entry in params["subject_alt_name"]:
+        kind, _, value = normalise_san(entry).partition(":")
+        sans.append(
+            x509.DNSName(value) if kind == "DNS" else x509.IPAddress(ipaddress.ip_address(value))
+        )
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    public = key.public_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=params["valid_days"]))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make(params: dict, check_mode: bool) -> "list[str]":
+    """Write what the check found wrong; returns what was (or would be) done."""
+    key_owner, cert_owner = _owners(params)
+    done = []
+    key = _usable_key(params)
+    if key is None:
+        done.append("new key")
+        key = ec.generate_private_key(getattr(ec, _CURVES[params["curve"]])())
+        if not check_mode:
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            write_atomically(params["key_path"], pem, *key_owner)
+    elif attribute_changes(os.stat(params["key_path"]), *key_owner):
+        done.append("key owner/mode")
+        if not check_mode:
+            os.chown(params["key_path"], key_owner[0], key_owner[1])
+            os.chmod(params["key_path"], key_owner[2])
+    cert_exists = os.path.exists(params["cert_path"])
+    if "new key" in done or not cert_exists or _cert_problems(params, key):
+        done.append("new certificate")
+        if not check_mode:
+            write_atomically(params["cert_path"], _new_certificate(params, key), *cert_owner)
+    elif attribute_changes(os.stat(params["cert_path"]), *cert_owner):
+        done.append("certificate owner/mode")
+        if not check_mode:
+            os.chown(params["cert_path"], cert_owner[0], cert_owner[1])
+            os.chmod(params["cert_path"], cert_owner[2])
+    return done
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=_OPTIONS, supports_check_mode=True)
     try:
         reasons = check(module.params)
+        done = []
+        if reasons and module.params["make"]:
+            if not HAVE_CRYPTOGRAPHY:
+                raise RefusedError(
+                    "python3-cryptography is not installed on the host: install it first"
+                )
+            done = make(module.params, module.check_mode)
     except RefusedError as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, current=not reasons, reasons=reasons)
+    except OSError as exc:
+        module.fail_json(msg=f"could not write the key or certificate: {exc}")
+    module.exit_json(changed=bool(done), current=not reasons, reasons=reasons, done=done)
 
 
 if __name__ == "__main__":

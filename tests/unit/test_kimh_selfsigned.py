@@ -21,7 +21,8 @@ SANS = ["DNS:db.example", "DNS:localhost", "IP:127.0.0.1", "IP:::1"]
 
 
 def make_with_community_crypto(tmp_path: Path, sans: list[str], days: int = 30) -> None:
-    """Key and self-signed certificate exactly as roles/postgresql/tasks/ssl.yml makes them."""
+    """Key and self-signed certificate as the postgresql role made them with community.crypto
+    before kimh_selfsigned (hosts deployed then keep theirs)."""
     play = f"""
 - hosts: localhost
   connection: local

@@ -30,6 +30,12 @@ def run(tmp_path: Path, playbook: Path, inventory: Path) -> subprocess.Completed
     )
 
 
+def one_task_play(tmp_path: Path, name: str, host: str, task: str) -> Path:
+    path = tmp_path / f"{name}.yml"
+    path.write_text(f"- hosts: {host}\n  gather_facts: false\n  tasks:\n    - {task}\n")
+    return path
+
+
 def test_the_removed_containers_cached_facts_are_forgotten(tmp_path: Path) -> None:
     # A container name nobody runs: removing it is a no-op for Docker.
     host = f"kimh-unit-local-down-{os.getpid()}"
@@ -38,10 +44,8 @@ def test_the_removed_containers_cached_facts_are_forgotten(tmp_path: Path) -> No
         "all:\n  children:\n    local_containers:\n      hosts:\n"
         f"        {host}: {{ansible_connection: community.docker.docker}}\n"
     )
-    seed = tmp_path / "seed.yml"
-    seed.write_text(
-        f"- hosts: {host}\n  gather_facts: false\n  tasks:\n"
-        "    - ansible.builtin.set_fact: {kimh_phase_seen: 3, cacheable: true}\n"
+    seed = one_task_play(
+        tmp_path, "seed", host, "ansible.builtin.set_fact: {kimh_phase_seen: 3, cacheable: true}"
     )
     seeded = run(tmp_path, seed, inventory)
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
@@ -51,10 +55,11 @@ def test_the_removed_containers_cached_facts_are_forgotten(tmp_path: Path) -> No
     assert down.returncode == 0, down.stdout + down.stderr
     assert not [p.name for p in (tmp_path / "facts").iterdir() if p.name.endswith(host)]
 
-    probe = tmp_path / "probe.yml"
-    probe.write_text(
-        f"- hosts: {host}\n  gather_facts: false\n  tasks:\n"
-        "    - ansible.builtin.debug: {msg: \"SEEN={{ kimh_phase_seen | default('none') }}\"}\n"
+    probe = one_task_play(
+        tmp_path,
+        "probe",
+        host,
+        "ansible.builtin.debug: {msg: \"SEEN={{ kimh_phase_seen | default('none') }}\"}",
     )
     probed = run(tmp_path, probe, inventory)
     assert probed.returncode == 0, probed.stdout + probed.stderr

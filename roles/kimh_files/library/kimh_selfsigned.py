@@ -104,13 +104,12 @@ def normalise_san(entry: str) -> str:
 
 
 def _file_problems(path: str, owner: tuple) -> "list[str]":
-    """What is wrong with the file itself (missing, not regular, owner, mode)."""
+    """What is wrong with the file itself (missing, owner, mode); _validate has refused a
+    path that is there but no regular file."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return [f"{path} is missing"]
-    if not stat.S_ISREG(st.st_mode):
-        return [f"{path} is not a regular file"]
     uid, gid, mode = owner
     problems = []
     if (st.st_uid, st.st_gid) != (uid, gid):
@@ -225,7 +224,7 @@ def check(params: dict) -> "list[str]":
         return ["python3-cryptography is not installed on the host"]
     reasons = _file_problems(params["key_path"], key_owner)
     reasons += _file_problems(params["cert_path"], cert_owner)
-    if any(r.endswith(("is missing", "is not a regular file")) for r in reasons):
+    if any(r.endswith("is missing") for r in reasons):
         return reasons
     key, key_reasons = _load_key(params["key_path"], params["curve"])
     if key is None:

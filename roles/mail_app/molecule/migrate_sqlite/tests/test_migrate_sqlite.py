@@ -261,8 +261,8 @@ def test_the_migration_moves_the_app_to_postgresql(host, name, stack) -> None:
 
     # a timestamped copy is kept, and the SQLite file is untouched: it holds what the copy
     # (taken after the writers stopped) holds, and nothing wrote it after that. Its bytes
-    # before the run do not compare: the app ran on it in WAL mode, and SQLite folds the WAL
-    # into the file when the app stops (the playbook's first step).
+    # before the run do not compare: the app ran on it in WAL mode until the playbook stopped
+    # it, and SQLite folds the WAL into the file when the app closes it.
     copies = backups(host, "mailhelper-*.db")
     assert len(copies) == 2  # the failed run's and this one's
     newest = sorted(copies)[-1]
